@@ -1,0 +1,99 @@
+"""Shape the generated project to the chosen options: move variants into place, prune the rest.
+
+Runs inside the generated project directory. No network, no installs: what a
+user runs next is `make install model test`.
+
+Files that exist in several versions live in ``_variants/<kind>/<key>.py``
+(key = workload, or workload_backend) and one of them is moved to its place;
+files that belong to one option value are listed in ``OWNED_BY`` and removed
+when another value was chosen.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+OPTIONS: dict[str, str] = json.loads(
+    r"""{{ {
+        "package_name": cookiecutter.package_name,
+        "workload": cookiecutter.workload,
+        "backend": cookiecutter.backend,
+        "device": cookiecutter.device,
+        "batching": cookiecutter.batching,
+        "monitoring": cookiecutter.monitoring,
+    } | tojson }}"""
+)
+
+PACKAGE = f"src/{OPTIONS['package_name']}"
+
+# destination -> variant file (formatted with the options)
+VARIANTS: dict[str, str] = {
+    f"{PACKAGE}/model.py": "_variants/model/{workload}_{backend}.py",
+    f"{PACKAGE}/workload.py": "_variants/workload/{workload}.py",
+    "scripts/make_demo_model.py": "_variants/demo_model/{workload}_{backend}.py",
+}
+
+# option -> value -> paths that exist only for that value
+OWNED_BY: dict[str, dict[str, list[str]]] = {
+    "workload": {
+        "vision": [
+            f"{PACKAGE}/api/classify.py",
+            f"{PACKAGE}/api/v2.py",
+            f"{PACKAGE}/runtime/arrays.py",
+            f"{PACKAGE}/runtime/images.py",
+            "tests/test_classify.py",
+            "tests/test_v2.py",
+        ],
+    },
+    "backend": {
+        "onnxruntime": [f"{PACKAGE}/runtime/onnxruntime_backend.py"],
+        "torch": [f"{PACKAGE}/runtime/torch_backend.py"],
+    },
+    "monitoring": {
+        "prometheus": [f"{PACKAGE}/metrics.py", "tests/test_metrics.py"],
+    },
+}
+
+
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def place_variants(root: Path, options: dict[str, str]) -> None:
+    for destination, pattern in VARIANTS.items():
+        source = root / pattern.format(**options)
+        if not source.is_file():
+            raise SystemExit(f"ERROR: the template has no variant {pattern.format(**options)}")
+        target = root / destination
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source.replace(target)
+    remove(root / "_variants")
+
+
+def prune(root: Path, options: dict[str, str]) -> None:
+    keep: set[str] = set()
+    for option, owners in OWNED_BY.items():
+        keep.update(owners.get(options[option], []))
+    for option, owners in OWNED_BY.items():
+        for value, paths in owners.items():
+            if value != options[option]:
+                for path in paths:
+                    if path not in keep:
+                        remove(root / path)
+
+
+def main() -> int:
+    root = Path.cwd()
+    place_variants(root, OPTIONS)
+    prune(root, OPTIONS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

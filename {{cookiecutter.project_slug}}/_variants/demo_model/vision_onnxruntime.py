@@ -1,0 +1,84 @@
+"""Build the demo image classifier as an ONNX file, offline and deterministically.
+
+Uses the ``onnx`` package alone (no torch): a small CNN with fixed-seed
+weights, about 10 M multiply-adds per 64x64 image, plus ``labels.txt``.
+The weights are random, so its predictions are meaningless but repeatable;
+the point is a real model with real cost that the whole service can serve.
+
+    python scripts/make_demo_model.py [--out models/model.onnx]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SEED = 20240601
+IMAGE_SIZE = 64
+LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CHANNELS = [3, 32, 64, 128]
+
+
+def demo_weights(num_classes: int = len(LABELS)) -> dict[str, np.ndarray]:
+    """He-initialised weights from a fixed seed; names match the torch variant."""
+    rng = np.random.default_rng(SEED)
+    weights: dict[str, np.ndarray] = {}
+    for index, (c_in, c_out) in enumerate(zip(CHANNELS, CHANNELS[1:]), start=1):
+        scale = np.sqrt(2.0 / (c_in * 9))
+        weights[f"conv{index}.weight"] = (rng.standard_normal((c_out, c_in, 3, 3)) * scale).astype(np.float32)
+        weights[f"conv{index}.bias"] = (rng.standard_normal(c_out) * 0.01).astype(np.float32)
+    weights["fc.weight"] = (rng.standard_normal((num_classes, CHANNELS[-1])) * np.sqrt(1.0 / CHANNELS[-1])).astype(np.float32)
+    weights["fc.bias"] = np.zeros(num_classes, dtype=np.float32)
+    return weights
+
+
+def build_graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    nodes = []
+    current = "input"
+    for index in range(1, len(CHANNELS)):
+        conv_out, relu_out = f"conv{index}", f"relu{index}"
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [current, f"conv{index}.weight", f"conv{index}.bias"],
+                [conv_out],
+                kernel_shape=[3, 3],
+                strides=[2, 2],
+                pads=[1, 1, 1, 1],
+            )
+        )
+        nodes.append(helper.make_node("Relu", [conv_out], [relu_out]))
+        current = relu_out
+    nodes.append(helper.make_node("GlobalAveragePool", [current], ["pooled"]))
+    nodes.append(helper.make_node("Flatten", ["pooled"], ["features"], axis=1))
+    nodes.append(helper.make_node("Gemm", ["features", "fc.weight", "fc.bias"], ["logits"], transB=1))
+    num_classes = weights["fc.bias"].shape[0]
+    graph = helper.make_graph(
+        nodes,
+        "demo_classifier",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes])],
+        initializer=[numpy_helper.from_array(array, name) for name, array in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="make_demo_model")
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("models/model.onnx"))
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(build_graph(demo_weights()), args.out)
+    args.out.with_name("labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} and {args.out.with_name('labels.txt')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Application factory and lifecycle: load -> warm up -> ready -> serve -> drain."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from . import __version__, workload
+from .api import health
+from .api.deps import require_api_key
+from .logging_config import configure_logging
+{%- if cookiecutter.monitoring == 'prometheus' %}
+from .metrics import ServiceMetrics
+from .metrics import router as metrics_router
+{%- endif %}
+from .middleware import RequestContextMiddleware
+from .model import Model
+from .runtime.errors import install_error_handlers
+from .runtime.service import InferenceService
+from .settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, model_factory: Callable[[Settings], Any] = Model) -> FastAPI:
+    """Build the app. Tests pass their own settings or a fake model factory."""
+    settings = settings or get_settings()
+    configure_logging(settings)
+{%- if cookiecutter.monitoring == 'prometheus' %}
+    metrics = ServiceMetrics(settings.model_name)
+{%- else %}
+    metrics = None
+{%- endif %}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service = await InferenceService.load(
+            lambda: model_factory(settings),
+            settings.model_instances,
+            run_batch=workload.run_batch,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_s,
+            max_queue_size=settings.max_queue_size,
+            request_timeout_s=settings.request_timeout_s,
+            observer=metrics,
+        )
+        app.state.service = service
+        await service.start(lambda size: workload.example_payload(service.model, size))
+{%- if cookiecutter.monitoring == 'prometheus' %}
+        metrics.startup_timings(service.load_seconds, service.warmup_seconds)
+        metrics.set_ready(True)
+{%- endif %}
+        logger.info("ready: serving %s on %s", settings.model_name, service.model.device)
+        try:
+            yield
+        finally:
+{%- if cookiecutter.monitoring == 'prometheus' %}
+            metrics.set_ready(False)
+{%- endif %}
+            await service.drain(settings.shutdown_timeout_s)
+
+    app = FastAPI(
+        title="{{ cookiecutter.project_name | replace('\\', '\\\\') | replace('"', '\\"') }}",
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
+{%- if cookiecutter.monitoring == 'prometheus' %}
+    app.state.metrics = metrics
+{%- endif %}
+    install_error_handlers(app)
+    app.include_router(health.router)
+{%- if cookiecutter.monitoring == 'prometheus' %}
+    app.include_router(metrics_router)
+{%- endif %}
+    for router in workload.OPEN_ROUTERS:
+        app.include_router(router)
+    for router in workload.PROTECTED_ROUTERS:
+        app.include_router(router, dependencies=[Depends(require_api_key)])
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, observer=metrics)
+    return app

@@ -1,0 +1,1 @@
+"""Workload-agnostic serving machinery: devices, batching, warmup, errors, lifecycle."""

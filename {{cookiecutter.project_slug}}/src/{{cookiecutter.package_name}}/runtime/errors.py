@@ -1,0 +1,157 @@
+"""The errors a request can end with, and the one JSON body they all share.
+
+Every error answers ``{"error": {"message", "type", "param", "code"}}`` (the
+OpenAI error shape, which OpenAI clients already parse); ``param`` names the
+offending field when there is one. Routes raise these; ``install_error_handlers``
+turns them, validation errors and unexpected exceptions into responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """Base class: an error with an HTTP status and a machine-readable code."""
+
+    status_code = 500
+    error_type = "server_error"
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(ServiceError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    code = "invalid_input"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    error_type = "authentication_error"
+    code = "invalid_api_key"
+
+    def __init__(self, message: str = "missing or invalid API key") -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    error_type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    error_type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class ModelFailure(ServiceError):
+    """The model raised while computing this request's batch."""
+
+    status_code = 500
+    code = "model_error"
+
+
+class Overloaded(ServiceError):
+    """The queue is full: retry later, preferably on another replica."""
+
+    status_code = 503
+    error_type = "overloaded_error"
+    code = "queue_full"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after_s)})
+
+
+class NotReady(Overloaded):
+    code = "not_ready"
+
+
+class OutOfMemory(Overloaded):
+    code = "out_of_memory"
+
+
+class RequestTimeout(ServiceError):
+    status_code = 504
+    error_type = "timeout_error"
+    code = "request_timeout"
+
+
+def error_body(
+    message: str, error_type: str, code: str, param: str | None = None
+) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def error_response(exc: ServiceError) -> JSONResponse:
+    return JSONResponse(
+        error_body(exc.message, exc.error_type, exc.code, exc.param),
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+def _field_name(location: tuple[Any, ...]) -> str | None:
+    parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)
+    return error_response(exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    param = _field_name(tuple(first.get("loc", ())))
+    message = f"{param}: {first['msg']}" if param else str(first["msg"])
+    return error_response(InvalidInput(message, param=param))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")
+    error_type = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse(
+        error_body(str(exc.detail), error_type, code),
+        status_code=status,
+        headers=getattr(exc, "headers", None),
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(ServiceError("internal server error"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,112 @@
+"""The loaded model, its batcher and the readiness state, as one object the routes use."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .batcher import BatchObserver, Batcher, ClientDisconnected, RunBatch
+from .errors import NotReady, ServiceError
+from .warmup import warm_up
+
+logger = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT")
+
+
+class ClientClosedRequest(ServiceError):
+    """The client went away; nobody reads this answer (status 499, as nginx logs it)."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_closed_request"
+
+
+@dataclass
+class Readiness:
+    ready: bool = False
+    draining: bool = False
+
+    @property
+    def serving(self) -> bool:
+        return self.ready and not self.draining
+
+
+class InferenceService(Generic[ModelT]):
+    def __init__(
+        self,
+        models: Sequence[ModelT],
+        run_batch: RunBatch,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue_size: int,
+        request_timeout_s: float,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.models = list(models)
+        self.request_timeout_s = request_timeout_s
+        self.batcher: Batcher[ModelT] = Batcher(
+            run_batch,
+            self.models,
+            max_batch_size=max_batch_size,
+            max_wait_s=max_wait_s,
+            max_queue_size=max_queue_size,
+            observer=observer,
+        )
+        self.readiness = Readiness()
+        self.load_seconds = 0.0
+        self.warmup_seconds = 0.0
+
+    @property
+    def model(self) -> ModelT:
+        """The first instance: for metadata and pre-processing, which are stateless."""
+        return self.models[0]
+
+    @classmethod
+    async def load(
+        cls, factory: Callable[[], ModelT], instances: int, **kwargs: Any
+    ) -> InferenceService[ModelT]:
+        started = time.perf_counter()
+        models = []
+        for _ in range(instances):
+            model = factory()
+            await asyncio.to_thread(model.load)  # type: ignore[attr-defined]
+            models.append(model)
+        service = cls(models, **kwargs)
+        service.load_seconds = time.perf_counter() - started
+        logger.info("model loaded in %.3f s (%d instance(s))", service.load_seconds, instances)
+        return service
+
+    async def start(self, example_payload: Callable[[int], Any]) -> None:
+        """Warm up, start the batching workers and report ready."""
+        self.warmup_seconds = await warm_up(self.batcher, example_payload)
+        self.batcher.start()
+        self.readiness.ready = True
+
+    async def infer(
+        self,
+        payload: Any,
+        size: int = 1,
+        *,
+        disconnected: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Any:
+        if not self.readiness.serving:
+            raise NotReady("the model is not ready" if not self.readiness.draining else "the service is shutting down")
+        try:
+            return await self.batcher.infer(
+                payload, size, timeout_s=self.request_timeout_s, disconnected=disconnected
+            )
+        except ClientDisconnected:
+            raise ClientClosedRequest("the client closed the connection") from None
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new work (readiness 503), finish queued and running batches."""
+        self.readiness.draining = True
+        finished = await self.batcher.drain(timeout_s)
+        logger.info("drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s")
+        return finished

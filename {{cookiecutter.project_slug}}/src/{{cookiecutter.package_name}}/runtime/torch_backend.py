@@ -1,0 +1,58 @@
+"""torch specifics: device placement, precision, GPU memory cap, safe weight loading."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..settings import Settings
+from .device import Device, resolve_device
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def select_device(settings: Settings) -> Device:
+    device = resolve_device(settings.device, gpu_count=gpu_count(), cpu_fallback=settings.cpu_fallback)
+    if device.is_cuda:
+        configure_cuda(settings, device)
+    return device
+
+
+def configure_cuda(settings: Settings, device: Device) -> None:
+    torch.cuda.set_device(device.index)
+    # EXHAUSTIVE maps to cuDNN autotuning: it benchmarks per shape, so warmup pays for it
+    torch.backends.cudnn.benchmark = settings.cudnn_conv_algo_search == "EXHAUSTIVE"
+    if settings.gpu_memory_limit_mb:
+        total = torch.cuda.get_device_properties(device.index).total_memory
+        fraction = min(1.0, settings.gpu_memory_limit_mb * 1024 * 1024 / total)
+        torch.cuda.set_per_process_memory_fraction(fraction, device.index)
+
+
+def compute_dtype(settings: Settings, device: Device) -> torch.dtype:
+    if settings.precision == "fp16" and not device.is_cuda:
+        logger.warning("PRECISION=fp16 needs a GPU; computing in fp32 on the CPU")
+        return torch.float32
+    return DTYPES[settings.precision]
+
+
+def load_weights(module: torch.nn.Module, path: Path, device: Device, dtype: torch.dtype) -> torch.nn.Module:
+    """Load safetensors weights (never a pickle), strictly, and prepare for inference."""
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist (run `make model`)")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path} is not a .safetensors file; pickled checkpoints are refused")
+    state = load_file(str(path), device="cpu")
+    module.load_state_dict(state, strict=True)
+    module = module.to(device=str(device), dtype=dtype).eval()
+    module.requires_grad_(False)
+    logger.info("torch module on %s in %s", device, dtype)
+    return module

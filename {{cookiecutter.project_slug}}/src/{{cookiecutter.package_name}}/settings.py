@@ -1,0 +1,194 @@
+"""Service configuration.
+
+Every knob is an environment variable named ``{{ cookiecutter.package_name.upper() }}_<FIELD>``
+(for example ``{{ cookiecutter.package_name.upper() }}_MODEL_PATH``), or a line in a ``.env`` file in
+the working directory. The field descriptions below are the reference: the docs
+and ``--help`` of the service are generated from them.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "{{ cookiecutter.package_name.upper() }}_"
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+class Settings(BaseSettings):
+    """All runtime settings of the service, read once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        extra="ignore",
+        protected_namespaces=(),
+        validate_default=True,
+    )
+
+    # --- model -----------------------------------------------------------------
+    model_name: str = Field(
+        "{{ cookiecutter.project_slug }}",
+        description="Name the model is served under (v2 `{name}`, OpenAI `model`).",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+    )
+    model_path: Path = Field(
+        Path("models/model.{{ 'onnx' if cookiecutter.backend == 'onnxruntime' else 'safetensors' }}"),
+        description="Model file loaded at start-up (built by `make model`).",
+    )
+{%- if cookiecutter.workload == 'vision' %}
+    labels_path: Path | None = Field(
+        None,
+        description="Class labels, one per line; default: `labels.txt` beside MODEL_PATH.",
+    )
+    max_image_pixels: int = Field(
+        25_000_000,
+        ge=1,
+        description="Largest accepted image (width x height) before decoding; "
+        "larger images and decompression bombs answer 413.",
+    )
+    max_top_k: int = Field(100, ge=1, description="Upper bound of the `k` query parameter.")
+{%- endif %}
+    model_instances: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Model copies, each with its own worker thread; raise on many-core "
+        "CPUs or to overlap GPU work.",
+    )
+
+    # --- device ----------------------------------------------------------------
+    device: str = Field(
+        "{{ 'cuda' if cookiecutter.device == 'gpu' else 'cpu' }}",
+        description="`auto`, `cpu`, `cuda` or `cuda:N`. `auto` picks the first GPU when "
+        "one is visible.",
+    )
+    cpu_fallback: bool = Field(
+        {{ 'False' if cookiecutter.device == 'gpu' else 'True' }},
+        description="When a GPU is requested but none is visible: true runs on the CPU "
+        "with a warning, false fails start-up with a clear error.",
+    )
+{%- if cookiecutter.backend == 'torch' %}
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32",
+        description="Compute dtype. fp16 and bf16 halve weight memory on a GPU; on a CPU "
+        "fp16 falls back to fp32 with a warning.",
+    )
+{%- endif %}
+    gpu_memory_limit_mb: int = Field(
+        0,
+        ge=0,
+        description="Cap on GPU memory for this process in MiB, 0 for none ("
+{%- if cookiecutter.backend == 'torch' %}
+        "torch: per-process memory fraction).",
+{%- else %}
+        "onnxruntime: CUDA arena `gpu_mem_limit`).",
+{%- endif %}
+    )
+    cudnn_conv_algo_search: Literal["EXHAUSTIVE", "HEURISTIC", "DEFAULT"] = Field(
+        "EXHAUSTIVE",
+        description="cuDNN convolution algorithm search. EXHAUSTIVE benchmarks every "
+        "algorithm per input shape (paid during warmup), HEURISTIC guesses.",
+    )
+    intra_op_threads: int = Field(
+        0,
+        ge=0,
+        description="Threads one model call may use on the CPU; 0 lets the runtime decide.",
+    )
+
+    # --- batching and backpressure -------------------------------------------
+    max_batch_size: int = Field(
+        {{ '32' if cookiecutter.batching == 'dynamic' else '1' }},
+        ge=1,
+        le=4096,
+        description="Most items one model call receives."
+{%- if cookiecutter.batching == 'none' %}
+        " Generated with batching=none: 1 (one request per call).",
+{%- else %}
+        "",
+{%- endif %}
+    )
+    max_batch_wait_ms: float = Field(
+        {{ '2.0' if cookiecutter.batching == 'dynamic' else '0.0' }},
+        ge=0,
+        le=10_000,
+        description="How long the oldest queued item waits for a fuller batch; a full "
+        "batch is dispatched at once.",
+    )
+    max_queue_size: int = Field(
+        256,
+        ge=1,
+        description="Items allowed to wait; beyond it requests answer 503 with Retry-After.",
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="A request not answered within this time gets 504."
+    )
+    shutdown_timeout_s: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM, how long in-flight and queued requests may take to finish.",
+    )
+
+    # --- HTTP ------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Interface to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest request body; larger ones answer 413."
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, every route except health needs `Authorization: Bearer <key>`.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Origins allowed by CORS, as a JSON list (`["https://app.example"]`); '
+        "empty disables CORS.",
+    )
+
+    # --- logging ---------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the service and the server."
+    )
+    log_json: bool = Field(True, description="One JSON object per log line (false: plain text).")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not DEVICE_PATTERN.match(value):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_queue(self) -> Settings:
+        if self.max_queue_size < self.max_batch_size:
+            raise ValueError(
+                "max_queue_size must be at least max_batch_size, or batches never fill"
+            )
+        return self
+
+    @property
+    def max_batch_wait_s(self) -> float:
+        return self.max_batch_wait_ms / 1000.0
+{%- if cookiecutter.workload == 'vision' %}
+
+    @property
+    def resolved_labels_path(self) -> Path:
+        return self.labels_path or self.model_path.with_name("labels.txt")
+{%- endif %}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own ``Settings`` instead)."""
+    return Settings()
