@@ -1,0 +1,40 @@
+# Template development. Every target uses ./.venv, created on first use.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+
+.PHONY: demo test test-fast lint docs bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet --group dev
+	touch $(STAMP)
+
+## demo: bake the default service, build its demo model and serve it on localhost:8000
+demo: $(STAMP)
+	$(PYTHON) scripts/demo.py
+
+## test: lint, hook tests, the every-combination matrix, and the docs build
+test: $(STAMP) lint
+	$(PYTHON) -m pytest -n $(JOBS) --dist loadgroup
+	$(MAKE) docs
+
+## test-fast: everything but the generated projects' own test suites
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -n $(JOBS) -m "not slow"
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+docs: $(STAMP)
+	$(PYTHON) -m mkdocs build --strict --site-dir site
+
+## bench: bake the default service and run its benchmark (prints a table, writes a PNG)
+bench: $(STAMP)
+	$(PYTHON) scripts/bench_default.py
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .ruff_cache .demo bench-results

@@ -1,0 +1,62 @@
+"""The exact file set each combination must generate: an independent spec of the post-gen hook."""
+
+from __future__ import annotations
+
+PACKAGE = "src/ai_service"
+
+COMMON = {
+    ".dockerignore",
+    ".gitignore",
+    "Dockerfile",
+    "Makefile",
+    "README.md",
+    "pyproject.toml",
+    "scripts/make_demo_model.py",
+    f"{PACKAGE}/__init__.py",
+    f"{PACKAGE}/__main__.py",
+    f"{PACKAGE}/api/__init__.py",
+    f"{PACKAGE}/api/deps.py",
+    f"{PACKAGE}/api/health.py",
+    f"{PACKAGE}/api/responses.py",
+    f"{PACKAGE}/logging_config.py",
+    f"{PACKAGE}/main.py",
+    f"{PACKAGE}/middleware.py",
+    f"{PACKAGE}/model.py",
+    f"{PACKAGE}/runtime/__init__.py",
+    f"{PACKAGE}/runtime/batcher.py",
+    f"{PACKAGE}/runtime/device.py",
+    f"{PACKAGE}/runtime/errors.py",
+    f"{PACKAGE}/runtime/oom.py",
+    f"{PACKAGE}/runtime/service.py",
+    f"{PACKAGE}/runtime/warmup.py",
+    f"{PACKAGE}/settings.py",
+    f"{PACKAGE}/workload.py",
+    "tests/__init__.py",
+    "tests/conftest.py",
+    "tests/test_auth.py",
+    "tests/test_batcher.py",
+    "tests/test_health.py",
+    "tests/test_settings.py",
+}
+
+BY_OPTION: dict[tuple[str, str], set[str]] = {
+    ("workload", "vision"): {
+        f"{PACKAGE}/api/classify.py",
+        f"{PACKAGE}/api/v2.py",
+        f"{PACKAGE}/runtime/arrays.py",
+        f"{PACKAGE}/runtime/images.py",
+        "tests/test_classify.py",
+        "tests/test_v2.py",
+    },
+    ("backend", "onnxruntime"): {f"{PACKAGE}/runtime/onnxruntime_backend.py"},
+    ("backend", "torch"): {f"{PACKAGE}/runtime/torch_backend.py"},
+    ("monitoring", "prometheus"): {f"{PACKAGE}/metrics.py", "tests/test_metrics.py"},
+}
+
+
+def expected_files(combination: dict[str, str]) -> set[str]:
+    files = set(COMMON)
+    for (option, value), paths in BY_OPTION.items():
+        if combination.get(option) == value:
+            files |= paths
+    return files

@@ -1,0 +1,68 @@
+"""Bake every combination of options and check what comes out.
+
+For each combination: the bake succeeds, no template markup is left, exactly the
+expected files exist, ruff check and ruff format --check pass, everything
+compiles, and the generated project's own test suite passes (in this
+environment, with the project's ``src`` on the path: gpu builds run on the CPU).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from .combinations import all_combinations, combination_id
+from .conftest import assert_ok, run
+from .expected_files import expected_files
+
+COMBINATIONS = all_combinations()
+MARKUP = re.compile(r"\{\{|\{%|%\}|\{#|cookiecutter")
+# Grafana legends use {{label}} templates of their own.
+MARKUP_ALLOWED = re.compile(r"^deploy/grafana/.*\.json$")
+
+
+def generated_files(project: Path) -> set[str]:
+    skip = {"__pycache__", ".pytest_cache", ".ruff_cache"}
+    return {
+        path.relative_to(project).as_posix()
+        for path in project.rglob("*")
+        if path.is_file() and not skip.intersection(path.relative_to(project).parts)
+    }
+
+
+def leftover_markup(project: Path) -> list[str]:
+    found = []
+    for name in sorted(generated_files(project)):
+        text = (project / name).read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            match = MARKUP.search(line)
+            if match and not (MARKUP_ALLOWED.match(name) and match.group() == "{{"):
+                found.append(f"{name}:{number}: {line.strip()}")
+    return found
+
+
+@pytest.mark.parametrize("combination", COMBINATIONS, ids=combination_id)
+def test_bakes_cleanly(bake, combination: dict[str, str]) -> None:
+    project = bake(**combination)
+    assert not leftover_markup(project), "\n".join(leftover_markup(project))
+    files = generated_files(project)
+    expected = expected_files(combination)
+    assert files == expected, f"unexpected: {sorted(files - expected)}; missing: {sorted(expected - files)}"
+    assert_ok(run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], project), "ruff check")
+    assert_ok(run([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "."], project), "ruff format")
+    assert_ok(run([sys.executable, "-m", "compileall", "-q", "src", "tests", "scripts"], project), "compileall")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combination", COMBINATIONS, ids=combination_id)
+def test_generated_suite_passes(bake, combination: dict[str, str]) -> None:
+    project = bake(**combination)
+    result = run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"],
+        project,
+        PYTHONPATH=str(project / "src"),
+    )
+    assert_ok(result, "the generated project's tests")
