@@ -67,7 +67,7 @@ def create_app(
             await service.drain(settings.shutdown_timeout_s)
 
     app = FastAPI(
-        title={{ cookiecutter.project_name | tojson }},
+        title={{ cookiecutter.project_name | quoted }},
         version=__version__,
         lifespan=lifespan,
     )
