@@ -330,6 +330,8 @@ def render(options: dict[str, list[str]], variants: list[Variant]) -> str:
 
     def row(name: str) -> str:
         holders = present[name]
+        # conditions inside a row are relative to the variants that have the setting
+        where = [variant.combination for variant in holders]
         cells = []
         for attribute in ("env", "type", "default", "description"):
             values: dict[str, list[Combination]] = {}
@@ -337,7 +339,7 @@ def render(options: dict[str, list[str]], variants: list[Variant]) -> str:
                 values.setdefault(getattr(variant.fields[name], attribute), []).append(
                     variant.combination
                 )
-            cells.append(merged_cell(values, universe, options))
+            cells.append(merged_cell(values, where, options))
         cells[0] = cells[0] if "<br>" in cells[0] else f"`{cells[0]}`"
         return "| " + " | ".join(cells) + " |"
 
