@@ -46,6 +46,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/images.py",
             "tests/images.py",
             "tests/test_classify.py",
+            "tests/test_resilience.py",
             "tests/test_v2.py",
         ],
     },

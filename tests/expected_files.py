@@ -34,6 +34,7 @@ COMMON = {
     "tests/__init__.py",
     "tests/conftest.py",
     "tests/test_auth.py",
+    "tests/test_fuzz.py",
     "tests/test_health.py",
     "tests/test_settings.py",
 }
@@ -46,6 +47,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         f"{PACKAGE}/runtime/images.py",
         "tests/images.py",
         "tests/test_classify.py",
+        "tests/test_resilience.py",
         "tests/test_v2.py",
     },
     ("backend", "onnxruntime"): {

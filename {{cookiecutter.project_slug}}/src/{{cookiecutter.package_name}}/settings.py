@@ -52,7 +52,6 @@ class Settings(BaseSettings):
         description="Largest accepted image (width x height) before decoding; "
         "larger images and decompression bombs answer 413.",
     )
-    max_top_k: int = Field(100, ge=1, description="Upper bound of the `k` query parameter.")
 {%- endif %}
     model_instances: int = Field(
         1,
