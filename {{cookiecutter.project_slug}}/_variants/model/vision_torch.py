@@ -87,7 +87,7 @@ class Model:
         self.labels = read_labels(self.settings.resolved_labels_path)
         classes = net.fc.out_features
         if len(self.labels) != classes:
-            raise ValueError(f"model predicts {classes} classes but there are {len(self.labels)} labels")
+            raise ValueError(f"model has {classes} classes but {len(self.labels)} labels")
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Decode, resize and normalise one image to a ``(3, 64, 64)`` float32 row."""
