@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, model_factory: Callable[[Settin
     settings = settings or get_settings()
     configure_logging(settings)
 {%- if cookiecutter.monitoring == 'prometheus' %}
-    metrics = ServiceMetrics(settings.model_name)
+    metrics = ServiceMetrics(settings.model_name, max_batch_size=settings.max_batch_size)
 {%- else %}
     metrics = None
 {%- endif %}
@@ -63,6 +63,9 @@ def create_app(settings: Settings | None = None, model_factory: Callable[[Settin
             metrics.set_ready(False)
 {%- endif %}
             await service.drain(settings.shutdown_timeout_s)
+{%- if cookiecutter.monitoring == 'prometheus' %}
+            metrics.close()
+{%- endif %}
 
     app = FastAPI(
         title="{{ cookiecutter.project_name | replace('\\', '\\\\') | replace('"', '\\"') }}",
