@@ -10,8 +10,8 @@ starts N workers; each builds the app and loads its own copy of the model, and
 one that dies is replaced. On SIGTERM the supervisor passes the signal to every
 worker, which stops accepting connections, lets its in-flight requests (queued
 ones included) finish within SHUTDOWN_TIMEOUT_S, drains its batcher and exits;
-then the supervisor exits 0. Readiness does not turn 503 first: the listening
-socket stops being served instead: where a load balancer must notice first,
+then the supervisor exits 0. Readiness does not turn 503 first (the listening
+socket just stops being served), so where a load balancer must notice first,
 delay the SIGTERM (a Kubernetes preStop sleep).
 {%- if cookiecutter.monitoring == 'prometheus' %}
 ``/metrics`` merges the metrics of all workers, whichever one answers.
@@ -63,7 +63,9 @@ class DrainingServer(uvicorn.Server):
         loop.call_soon_threadsafe(self._start_drain, service, sig, frame)
 
     def _start_drain(self, service: Any, sig: int, frame: FrameType | None) -> None:
-        self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit(service, sig, frame))
+        self._drain_task = asyncio.get_running_loop().create_task(
+            self._drain_then_exit(service, sig, frame)
+        )
 
     async def _drain_then_exit(self, service: Any, sig: int, frame: FrameType | None) -> None:
         await service.drain(self.shutdown_timeout_s)
