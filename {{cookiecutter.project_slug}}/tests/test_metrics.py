@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -211,11 +212,16 @@ def test_histogram_buckets_fit_the_workload(model_path: Path) -> None:
 
 def test_names_follow_the_prometheus_rules(client: TestClient) -> None:
     client.get("/health/live")
-    exported = names(scrape(client))
-    assert exported, "nothing exported"
-    assert all(name.startswith("inference_") for name in exported)
-    assert "inference_requests_total" in exported
-    assert "inference_request_duration_seconds_bucket" in exported
+    families = list(text_string_to_metric_families(client.get("/metrics").text))
+    assert {family.name for family in families} >= {"inference_requests", "inference_ready"}
+    for family in families:
+        assert re.fullmatch(r"inference_[a-z0-9_]+", family.name), family.name
+        if family.type == "counter":  # counters end in _total, and nothing else does
+            assert {sample.name for sample in family.samples} <= {f"{family.name}_total"}
+        else:
+            assert not family.name.endswith("_total"), family.name
+        if family.type == "histogram":  # a base unit, or a plain count of items
+            assert family.name.endswith(("_seconds", "_batch_size")), family.name
 
 
 # --- the LLM observer ------------------------------------------------------------------
