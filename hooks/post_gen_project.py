@@ -46,13 +46,17 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/api/v2.py",
             f"{PACKAGE}/runtime/arrays.py",
             f"{PACKAGE}/runtime/images.py",
+            "tests/images.py",
             "tests/test_classify.py",
             "tests/test_v2.py",
         ],
     },
     "backend": {
-        "onnxruntime": [f"{PACKAGE}/runtime/onnxruntime_backend.py"],
-        "torch": [f"{PACKAGE}/runtime/torch_backend.py"],
+        "onnxruntime": [
+            f"{PACKAGE}/runtime/onnxruntime_backend.py",
+            "tests/test_device_onnxruntime.py",
+        ],
+        "torch": [f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"],
     },
     "device": {
         "gpu": [f"{PACKAGE}/gpu_metrics.py", "tests/test_gpu_metrics.py"],

@@ -3,7 +3,7 @@
 One process (``WORKERS=1``, the default): on SIGTERM (or Ctrl-C) readiness
 turns 503 at once so load balancers stop sending traffic, new inference
 requests are refused with 503, queued and running requests finish (at most
-SHUTDOWN_TIMEOUT_S), and the process exits 0.
+SHUTDOWN_TIMEOUT_S), and the process exits 0. A second signal stops at once.
 
 Several processes (``WORKERS=N``): uvicorn's supervisor binds the socket and
 starts N workers; each builds the app and loads its own copy of the model, and
@@ -60,17 +60,15 @@ class DrainingServer(uvicorn.Server):
         self._draining = True
         loop = asyncio.get_running_loop()
         # a signal handler interrupts the loop mid-step: schedule, do not run, the drain
-        loop.call_soon_threadsafe(self._start_drain, service, sig, frame)
+        loop.call_soon_threadsafe(self._start_drain, service)
 
-    def _start_drain(self, service: Any, sig: int, frame: FrameType | None) -> None:
-        self._drain_task = asyncio.get_running_loop().create_task(
-            self._drain_then_exit(service, sig, frame)
-        )
+    def _start_drain(self, service: Any) -> None:
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit(service))
 
-    async def _drain_then_exit(self, service: Any, sig: int, frame: FrameType | None) -> None:
+    async def _drain_then_exit(self, service: Any) -> None:
         await service.drain(self.shutdown_timeout_s)
-        # not super().handle_exit(): uvicorn would re-raise the signal after shutting
-        # down, and the process would die by SIGTERM (143) instead of exiting 0
+        # a completed drain is a clean shutdown: exit 0 (uvicorn's own handler would
+        # re-raise the signal at exit, and the process would end with status 143)
         self.should_exit = True
 
 
