@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .combinations import all_combinations, combination_id
+from .combinations import DEFAULTS, all_combinations, combination_id
 from .conftest import assert_ok, run
 from .expected_files import expected_files
 
@@ -66,12 +66,23 @@ def test_bakes_cleanly(bake, combination: dict[str, str]) -> None:
     )
 
 
+def runs_slow_tests(combination: dict[str, str]) -> bool:
+    """The generated tests marked ``slow`` (real server processes) run for one combination
+    per workload and backend: the one with every other option at its default."""
+    return all(
+        combination[option] == DEFAULTS[option]
+        for option in combination
+        if option not in ("workload", "backend")
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("combination", COMBINATIONS, ids=combination_id)
 def test_generated_suite_passes(bake, combination: dict[str, str]) -> None:
     project = bake(**combination)
+    marker = [] if runs_slow_tests(combination) else ["-m", "not slow"]
     result = run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *marker],
         project,
         PYTHONPATH=str(project / "src"),
     )
