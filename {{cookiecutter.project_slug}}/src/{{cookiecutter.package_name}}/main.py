@@ -34,7 +34,7 @@ def create_app(
     settings = settings or get_settings()
     configure_logging(settings)
 {%- if cookiecutter.monitoring == 'prometheus' %}
-    metrics = ServiceMetrics(settings.model_name)
+    metrics = ServiceMetrics(settings.model_name, max_batch_size=settings.max_batch_size)
 {%- else %}
     metrics = None
 {%- endif %}
@@ -55,6 +55,9 @@ def create_app(
             metrics.set_ready(False)
 {%- endif %}
             await service.drain(settings.shutdown_timeout_s)
+{%- if cookiecutter.monitoring == 'prometheus' %}
+            metrics.close()
+{%- endif %}
 
     async def start_service(app: FastAPI) -> InferenceService[Any]:
         service = await InferenceService.load(
