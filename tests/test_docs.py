@@ -136,3 +136,18 @@ def test_named_modules_exist() -> None:
             if name not in known and not any(k.endswith(f"/{name}") for k in known):
                 missing.append(f"{page.relative_to(TEMPLATE)}: {name}")
     assert not missing, "the docs name modules the template lacks:\n" + "\n".join(missing)
+
+
+def test_metrics_catalogue_matches_the_code() -> None:
+    """Every metric the template defines is in the catalogue, and nothing else is."""
+    source = "\n".join(p.read_text(encoding="utf-8") for p in PACKAGE.rglob("*.py"))
+    defined = {f"inference_{name}" for name in re.findall(r"\{PREFIX\}_(\w+)", source)}
+    defined |= set(re.findall(r"[\"'](inference_\w+)[\"']", source))
+    assert defined, "found no metric definitions in the template"
+    page = (DOCS / "reference" / "metrics.md").read_text(encoding="utf-8")
+    documented = {
+        re.sub(r"_total$", "", name)  # a Counter named x is exposed as x_total
+        for name in re.findall(r"^\| `(inference_\w+)`", page, flags=re.MULTILINE)
+    }
+    assert documented - defined == set(), f"documented but not defined: {documented - defined}"
+    assert defined - documented == set(), f"defined but not documented: {defined - documented}"
