@@ -5,7 +5,8 @@
 - every guide chapter exists, is in the mkdocs nav, has real content (at least
   MIN_WORDS words outside code blocks) and points at generated code;
 - every generated module the docs name (`runtime/batcher.py`, `api/v2.py`, ...)
-  exists in the template, so renaming a module without fixing the docs fails.
+  exists in the template, so renaming a module without fixing the docs fails;
+- the metrics catalogue lists exactly the metrics the template defines.
 
 The strict mkdocs build (`make docs`, part of `make test`) checks links, anchors
 and that every page is in the nav.
