@@ -24,6 +24,7 @@ OPTIONS: dict[str, str] = json.loads(
         "device": cookiecutter.device,
         "batching": cookiecutter.batching,
         "monitoring": cookiecutter.monitoring,
+        "kubernetes": cookiecutter.kubernetes,
     } | tojson }}"""
 )
 
@@ -55,6 +56,9 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
     "monitoring": {
         "prometheus": [f"{PACKAGE}/metrics.py", "tests/test_metrics.py"],
     },
+    "kubernetes": {
+        "yes": ["deploy/k8s"],
+    },
 }
 
 
@@ -76,6 +80,14 @@ def place_variants(root: Path, options: dict[str, str]) -> None:
     remove(root / "_variants")
 
 
+def remove_empty_parents(root: Path, path: Path) -> None:
+    """Remove the folders a pruned path leaves empty (``deploy/`` without ``deploy/k8s``)."""
+    parent = path.parent
+    while parent != root and parent.is_dir() and not any(parent.iterdir()):
+        parent.rmdir()
+        parent = parent.parent
+
+
 def prune(root: Path, options: dict[str, str]) -> None:
     keep: set[str] = set()
     for option, owners in OWNED_BY.items():
@@ -86,6 +98,7 @@ def prune(root: Path, options: dict[str, str]) -> None:
                 for path in paths:
                     if path not in keep:
                         remove(root / path)
+                        remove_empty_parents(root, root / path)
 
 
 def main() -> int:

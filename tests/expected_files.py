@@ -10,10 +10,12 @@ COMMON = {
     "Dockerfile",
     "Makefile",
     "README.md",
+    "compose.yaml",
     "pyproject.toml",
     "scripts/make_demo_model.py",
     f"{PACKAGE}/__init__.py",
     f"{PACKAGE}/__main__.py",
+    f"{PACKAGE}/healthcheck.py",
     f"{PACKAGE}/api/__init__.py",
     f"{PACKAGE}/api/deps.py",
     f"{PACKAGE}/api/health.py",
@@ -36,6 +38,7 @@ COMMON = {
     "tests/test_auth.py",
     "tests/test_batcher.py",
     "tests/test_health.py",
+    "tests/test_healthcheck.py",
     "tests/test_settings.py",
 }
 
@@ -51,6 +54,15 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
     ("backend", "onnxruntime"): {f"{PACKAGE}/runtime/onnxruntime_backend.py"},
     ("backend", "torch"): {f"{PACKAGE}/runtime/torch_backend.py"},
     ("monitoring", "prometheus"): {f"{PACKAGE}/metrics.py", "tests/test_metrics.py"},
+    ("kubernetes", "yes"): {
+        "deploy/k8s/README.md",
+        "deploy/k8s/configmap.yaml",
+        "deploy/k8s/deployment.yaml",
+        "deploy/k8s/hpa.yaml",
+        "deploy/k8s/kustomization.yaml",
+        "deploy/k8s/pdb.yaml",
+        "deploy/k8s/service.yaml",
+    },
 }
 
 
