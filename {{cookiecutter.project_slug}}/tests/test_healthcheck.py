@@ -51,7 +51,13 @@ def test_reads_the_settings_prefix() -> None:
 
 @pytest.mark.parametrize(
     ("host", "expected"),
-    [("0.0.0.0", "127.0.0.1"), ("", "127.0.0.1"), ("::", "127.0.0.1"), ("10.1.2.3", "10.1.2.3"), ("fd00::1", "[fd00::1]")],
+    [
+        ("0.0.0.0", "127.0.0.1"),
+        ("", "127.0.0.1"),
+        ("::", "127.0.0.1"),
+        ("10.1.2.3", "10.1.2.3"),
+        ("fd00::1", "[fd00::1]"),
+    ],
 )
 def test_url_targets_the_listening_address(host: str, expected: str) -> None:
     url = healthcheck.ready_url({f"{ENV_PREFIX}HOST": host, f"{ENV_PREFIX}PORT": "9001"})
@@ -62,7 +68,9 @@ def test_defaults_to_port_8000_on_loopback() -> None:
     assert healthcheck.ready_url({}) == "http://127.0.0.1:8000/health/ready"
 
 
-def test_ready_service_is_healthy(server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ready_service_is_healthy(
+    server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name, value in environ_for(server).items():
         monkeypatch.setenv(name, value)
     assert healthcheck.main() == 0
@@ -70,7 +78,10 @@ def test_ready_service_is_healthy(server: ThreadingHTTPServer, monkeypatch: pyte
 
 @pytest.mark.parametrize("status", [503, 500])
 def test_not_ready_service_is_unhealthy(
-    server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], status: int
+    server: ThreadingHTTPServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    status: int,
 ) -> None:
     FakeService.status = status
     for name, value in environ_for(server).items():
@@ -79,7 +90,7 @@ def test_not_ready_service_is_unhealthy(
     assert str(status) in capsys.readouterr().err
 
 
-def test_unreachable_service_is_unhealthy(capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_service_is_unhealthy() -> None:
     with ThreadingHTTPServer(("127.0.0.1", 0), FakeService) as closed:
         port = closed.server_address[1]  # bound, then closed: nothing listens there
     ready, detail = healthcheck.check(f"http://127.0.0.1:{port}/health/ready", timeout_s=1.0)
