@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -36,7 +37,7 @@ from cookiecutter.main import cookiecutter
 from .combinations import CONFIG, DEFAULTS, all_combinations, combination_id
 from .conftest import TEMPLATE
 from .container_dryrun import DryRun, DryRunError
-from .dockerfile import Stage, parse_file, stage_env
+from .dockerfile import DockerIgnore, Stage, parse_file, stage_env
 
 # The oldest Kubernetes release the manifests support, and the newest the validator ships.
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
@@ -180,6 +181,24 @@ def test_dockerfile_shape(baked, combination: dict[str, str]) -> None:
     flags, argv = healthcheck_of(runtime)
     assert argv == ["python", "-m", f"{package_of(project)}.healthcheck"]
     assert seconds(flags["start-period"]) >= 60
+    # what the build copies from the context exists and passes .dockerignore, which keeps
+    # secrets, local models and environments out of the context
+    ignore = DockerIgnore.of(project)
+    for stage in stages:
+        for copy in stage.all("COPY"):
+            if "from" in copy.flags:
+                continue
+            for source in shlex.split(copy.args)[:-1]:
+                assert (project / source).exists(), f"COPY {source}: not in the project"
+                assert not ignore.excluded(source), f"COPY {source}: excluded by .dockerignore"
+    for private in (
+        ".env",
+        "models/model.onnx",
+        ".venv/bin/python",
+        ".git/config",
+        "tests/conftest.py",
+    ):
+        assert ignore.excluded(private), f".dockerignore lets {private} into the build context"
     # the runtime image carries the venv and the model only, never the sources or build tools
     copies = runtime.all("COPY")
     assert copies and all("from" in copy.flags for copy in copies), (
