@@ -383,6 +383,11 @@ def test_manifests_agree_with_each_other_and_the_image(baked, combination: dict[
     tmp = [mount for mount in container["volumeMounts"] if mount["mountPath"] == "/tmp"]
     assert tmp and "emptyDir" in volumes[tmp[0]["name"]]
     assert pod["spec"]["automountServiceAccountToken"] is False
+    # Service links would set <SERVICE>_PORT=tcp://...; the Service is named after the
+    # project, so that is <PACKAGE>_PORT, the PORT setting: the second rollout would crash
+    service_port_variable = service["metadata"]["name"].upper().replace("-", "_") + "_PORT"
+    if service_port_variable == f"{prefix}PORT":
+        assert pod["spec"].get("enableServiceLinks") is False, "service links override PORT"
 
     # settings from the ConfigMap, the API key from an optional Secret
     assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
