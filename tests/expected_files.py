@@ -6,6 +6,7 @@ PACKAGE = "src/ai_service"
 
 COMMON = {
     ".dockerignore",
+    ".github/workflows/ci.yml",
     ".gitignore",
     "Dockerfile",
     "Makefile",
