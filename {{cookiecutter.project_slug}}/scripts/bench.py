@@ -460,6 +460,10 @@ async def bench_server(
 
 
 # --- report ------------------------------------------------------------------------
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
@@ -515,8 +519,8 @@ def report(
             verdicts["share_of_limit_at_target"] = round(share, 3)
             print(
                 f"{head.name} at {args.target_concurrency} connections: "
-                f"{at_target.ok_per_s:.0f} req/s = {share:.0%} of the limit "
-                f"(target >= {TARGET_SHARE:.0%}): {'met' if share >= TARGET_SHARE else 'NOT met'}"
+                f"{at_target.ok_per_s:.0f} req/s = {share * 100:.0f}% of the limit "
+                f"(target >= {TARGET_SHARE * 100:.0f}%): {verdict(share >= TARGET_SHARE)}"
             )
         at_one = head.at(1)
         if at_one and raw is not None:
@@ -524,7 +528,7 @@ def report(
             verdicts["p50_at_1_over_raw_ms"] = round(extra, 3)
             print(
                 f"{head.name} at 1 connection: p50 {at_one.percentile(50):.2f} ms = raw single "
-                f"item + {extra:.2f} ms (target <= 1 ms): {'met' if extra <= 1 else 'NOT met'}"
+                f"item + {extra:.2f} ms (target <= 1 ms): {verdict(extra <= 1)}"
             )
     if overload_result is not None:
         o = overload_result
@@ -564,7 +568,10 @@ def plot(data: dict[str, Any], path: Path) -> None:
     if limit:
         top.axhline(limit, color="black", linestyle="--", label=f"limit {limit:.0f} req/s")
         top.axhline(
-            TARGET_SHARE * limit, color="grey", linestyle=":", label=f"{TARGET_SHARE:.0%} of limit"
+            TARGET_SHARE * limit,
+            color="grey",
+            linestyle=":",
+            label=f"{TARGET_SHARE * 100:.0f}% of limit",
         )
     if data["raw"]:
         best = max(data["raw"]["items_per_s"].values())
