@@ -560,6 +560,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
+    levels = data["settings"]["levels"]
     for name, rows in data["series"].items():
         levels = [r["concurrency"] for r in rows]
         top.plot(levels, [r["req_per_s"] for r in rows], marker="o", label=name)
@@ -576,13 +577,17 @@ def plot(data: dict[str, Any], path: Path) -> None:
     if data["raw"]:
         best = max(data["raw"]["items_per_s"].values())
         top.axhline(best, color="tab:red", linestyle="-.", label=f"raw model {best:.0f} items/s")
+    top.set_ylim(bottom=0)
     top.set_ylabel("requests / s (200 only)")
-    top.set_title(data["request"], fontsize=9)
+    machine = data["machine"]
+    load = f"{machine['cpus']} CPUs, load average {machine['load_average_before']:.2f} before"
+    top.set_title(f"{data['request']}\n{load}", fontsize=9)
     top.legend(fontsize=8)
     top.grid(alpha=0.3)
     bottom.set_ylabel("p99 latency (ms)")
     bottom.set_yscale("log")
     bottom.set_xscale("log", base=2)
+    bottom.set_xticks(levels, [str(level) for level in levels])
     bottom.set_xlabel("concurrent connections")
     bottom.legend(fontsize=8)
     bottom.grid(alpha=0.3, which="both")
@@ -669,6 +674,12 @@ async def run(args: argparse.Namespace, settings: Settings, raw: RawResult) -> d
 def main() -> None:
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5:
+        print(
+            f"note: load average {load_before:.2f} before the run: other work shares these "
+            f"{os.cpu_count()} CPUs, so the figures will be low and noisy"
+        )
     settings = Settings()
     batch_sizes = [int(CONFIGS[c]["MAX_BATCH_SIZE"]) for c in args.configs.split(",")]
     print(f"raw model ({Model.platform}, in this process) ...", flush=True)
@@ -680,7 +691,11 @@ def main() -> None:
     except ImportError:
         runner = asyncio.run
     data = runner(run(args, settings, raw))
-    data["machine"] = {"cpus": os.cpu_count(), "load_average": os.getloadavg()}
+    data["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+    }
     (args.out / "bench.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     plot(data, args.out / "bench.png")
     print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
