@@ -153,6 +153,7 @@ class LoadResult:
     ok_latencies_ms: list[float] = field(repr=False)
     server_cpu: float | None  # cores busy on average
     client_cpu: float
+    mean_batch: float | None = None  # items per model call (from /metrics when enabled)
 
     @property
     def ok_per_s(self) -> float:
@@ -172,6 +173,7 @@ class LoadResult:
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "server_cpu_cores": None if self.server_cpu is None else round(self.server_cpu, 2),
             "client_cpu_cores": round(self.client_cpu, 2),
+            "mean_batch_size": None if self.mean_batch is None else round(self.mean_batch, 2),
         }
 
 
@@ -240,6 +242,23 @@ async def generate_load(
     return LoadResult(
         concurrency, seconds, dict(statuses), latencies, server_cpu, (client_1 - client_0) / seconds
     )
+
+
+def batch_totals(target: Target) -> tuple[float, float] | None:
+    """Items and model calls so far, from the service's /metrics (None without metrics)."""
+    request = urllib.request.Request(f"http://{target.host}:{target.port}/metrics")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+    totals = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        for key in ("sum", "count"):
+            if name.startswith(f"inference_batch_size_{key}"):
+                totals[key] = float(value)
+    return (totals["sum"], totals["count"]) if len(totals) == 2 else None
 
 
 async def one_request(target: Target, request: bytes) -> tuple[int, bytes]:
@@ -379,14 +398,19 @@ async def sweep(
 ) -> Series:
     results = []
     for concurrency in levels:
+        before = await asyncio.to_thread(batch_totals, target)
         result = await generate_load(
             target, request, concurrency, args.duration, args.warmup, server_pid
         )
+        after = await asyncio.to_thread(batch_totals, target)
+        if before and after and after[1] > before[1]:
+            result.mean_batch = (after[0] - before[0]) / (after[1] - before[1])
         results.append(result)
         s = result.summary()
         print(
             f"  {name:<10} c={concurrency:<4} {s['req_per_s']:>8.1f} req/s  "
-            f"p50 {s['p50_ms']:>8.2f} ms  p99 {s['p99_ms']:>8.2f} ms  {s['statuses']}",
+            f"p50 {s['p50_ms']:>8.2f} ms  p99 {s['p99_ms']:>8.2f} ms  "
+            f"batch {fmt(result.mean_batch)}  {s['statuses']}",
             flush=True,
         )
     return Series(name, results)
@@ -493,8 +517,10 @@ def report(
     if limit:
         print(f"serial-sum limit 1/(1/raw + 1/body-only): {limit:.0f} req/s")
     columns = [*series, *([body_only] if body_only else [])]
+    print("batch: mean items per model call; cpu: cores the service process kept busy")
     header = f"{'conc':>5} |" + "|".join(
-        f" {s.name + ' req/s':>15} {'p50 ms':>8} {'p99 ms':>8} {'srv cpu':>7} " for s in columns
+        f" {s.name + ' req/s':>15} {'p50 ms':>8} {'p99 ms':>8} {'batch':>5} {'cpu':>4} "
+        for s in columns
     )
     print(header)
     print("-" * len(header))
@@ -503,11 +529,11 @@ def report(
         for s in columns:
             r = s.at(concurrency)
             if r is None:
-                cells.append(f" {'-':>15} {'-':>8} {'-':>8} {'-':>7} ")
+                cells.append(f" {'-':>15} {'-':>8} {'-':>8} {'-':>5} {'-':>4} ")
                 continue
             cells.append(
                 f" {fmt(r.ok_per_s):>15} {fmt(r.percentile(50), 2):>8}"
-                f" {fmt(r.percentile(99), 2):>8} {fmt(r.server_cpu, 2):>7} "
+                f" {fmt(r.percentile(99), 2):>8} {fmt(r.mean_batch):>5} {fmt(r.server_cpu):>4} "
             )
         print(f"{concurrency:>5} |" + "|".join(cells))
     verdicts: dict[str, Any] = {}

@@ -9,6 +9,7 @@ generous safety timeouts, never measured.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -607,3 +608,73 @@ def test_http_request_timeout_answers_504(tmp_path: Path) -> None:
         assert "timeout" in response.json()["error"]
 
     http_scenario(tmp_path, test, max_batch_size=1, request_timeout_s=0.05)
+
+
+# --- the request path ----------------------------------------------------------------------
+async def call_asgi(app: Any, path: str, body: bytes, content_type: bytes) -> tuple[int, bool]:
+    """POST through the raw ASGI interface; return the status and whether the body was read."""
+    read: list[bool] = []
+
+    async def receive() -> dict[str, Any]:
+        read.append(True)
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    statuses: list[int] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", content_type), (b"content-length", b"%d" % len(body))],
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    return statuses[0], bool(read)
+
+
+def test_full_queue_refuses_before_reading_the_body(tmp_path: Path) -> None:
+    async def test(client: httpx.AsyncClient, app: Any, model: FakeModel) -> None:
+        model.gate.clear()
+        warmup_calls = len(model.calls)
+        running = asyncio.ensure_future(client.post(INFER_URL, json=v2_body(1)))
+        while len(model.calls) == warmup_calls:
+            await asyncio.sleep(0.001)
+        queued = asyncio.ensure_future(client.post(INFER_URL, json=v2_body(2)))
+        while app.state.service.batcher.depth == 0:
+            await asyncio.sleep(0.001)
+        body = json.dumps(v2_body(3)).encode()
+        assert await call_asgi(app, INFER_URL, body, b"application/json") == (503, False)
+        assert await call_asgi(app, "/v1/classify", b"ok", b"image/png") == (503, False)
+        model.gate.set()
+        assert [r.status_code for r in await asyncio.gather(running, queued)] == [200, 200]
+
+    http_scenario(tmp_path, test, max_batch_size=1, max_queue_size=1, max_batch_wait_ms=0)
+
+
+def test_classify_takes_a_raw_image_body_or_multipart(tmp_path: Path) -> None:
+    async def test(client: httpx.AsyncClient, app: Any, model: FakeModel) -> None:
+        raw = await client.post(
+            "/v1/classify?k=3", content=b"ok", headers={"content-type": "image/jpeg"}
+        )
+        multipart = await client.post("/v1/classify?k=3", files={"file": ("a.png", b"ok")})
+        assert raw.status_code == multipart.status_code == 200, raw.text
+        assert raw.json() == multipart.json()
+        assert len(raw.json()["predictions"]) == 3
+        other = await client.post(
+            "/v1/classify", content=b"ok", headers={"content-type": "text/plain"}
+        )
+        assert other.status_code == 415
+        assert other.json()["error"]["param"] == "file"
+
+    http_scenario(tmp_path, test)
