@@ -548,6 +548,12 @@ def report(
                 f"{at_target.ok_per_s:.0f} req/s = {share * 100:.0f}% of the limit "
                 f"(target >= {TARGET_SHARE * 100:.0f}%): {verdict(share >= TARGET_SHARE)}"
             )
+        if at_target:
+            print(
+                f"load generator: {at_target.client_cpu:.2f} cores at {args.target_concurrency} "
+                f"connections ({1e3 * at_target.client_cpu / max(at_target.ok_per_s, 1):.3f} "
+                "ms of client CPU per request)"
+            )
         at_one = head.at(1)
         if at_one and raw is not None:
             extra = at_one.percentile(50) - raw.single_item_p50_ms
