@@ -178,14 +178,23 @@ class LoadResult:
 
 
 def process_cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU seconds of a process (Linux /proc), None where unknown."""
+    """User + system CPU seconds of a process and its children (WORKERS > 1), from /proc.
+
+    None where unknown (not Linux, or no process to watch).
+    """
     if pid is None:
         return None
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+    stats: dict[int, list[str]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stats[int(path.parent.name)] = path.read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended meanwhile
+    if pid not in stats:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree = {pid} | {child for child, fields in stats.items() if int(fields[1]) == pid}
+    ticks = sum(int(stats[p][11]) + int(stats[p][12]) for p in tree)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 async def generate_load(
