@@ -22,6 +22,10 @@ The limit a request path can reach is the serial sum of the two costs,
 It prints a table and writes ``bench.json`` and ``bench.png`` (throughput and
 p99 against concurrency, with the limit line) to ``--out``.
 
+With ``--url`` only that service is measured, as it is configured (the
+body-only route needs ``BENCH_ENDPOINT=true`` there); the raw model is still
+measured in this process, so run the benchmark on the service's machine.
+
 The load generator is one asyncio process (uvloop when installed) with
 keep-alive connections, requests encoded once, and a minimal HTTP/1.1
 response reader: a few tens of microseconds of client CPU per request, so the
