@@ -6,15 +6,18 @@ PACKAGE = "src/ai_service"
 
 COMMON = {
     ".dockerignore",
+    ".github/workflows/ci.yml",
     ".gitignore",
     "Dockerfile",
     "Makefile",
     "README.md",
+    "compose.yaml",
     "pyproject.toml",
     "scripts/bench.py",
     "scripts/make_demo_model.py",
     f"{PACKAGE}/__init__.py",
     f"{PACKAGE}/__main__.py",
+    f"{PACKAGE}/healthcheck.py",
     f"{PACKAGE}/api/__init__.py",
     f"{PACKAGE}/api/bench.py",
     f"{PACKAGE}/api/deps.py",
@@ -39,6 +42,7 @@ COMMON = {
     "tests/test_batcher.py",
     "tests/test_fuzz.py",
     "tests/test_health.py",
+    "tests/test_healthcheck.py",
     "tests/test_settings.py",
 }
 
@@ -65,6 +69,15 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "deploy/grafana/provisioning/datasources/datasource.yml",
         "deploy/grafana/provisioning/dashboards/dashboards.yml",
         "deploy/grafana/dashboards/inference.json",
+    },
+    ("kubernetes", "yes"): {
+        "deploy/k8s/README.md",
+        "deploy/k8s/configmap.yaml",
+        "deploy/k8s/deployment.yaml",
+        "deploy/k8s/hpa.yaml",
+        "deploy/k8s/kustomization.yaml",
+        "deploy/k8s/pdb.yaml",
+        "deploy/k8s/service.yaml",
     },
 }
 
