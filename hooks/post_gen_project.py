@@ -4,9 +4,11 @@ Runs inside the generated project directory. No network, no installs: what a
 user runs next is `make install model test`.
 
 Files that exist in several versions live in ``_variants/<kind>/<key>.py``
-(key = workload, or workload_backend) and one of them is moved to its place;
-files that belong to one option value are listed in ``OWNED_BY`` and removed
-when another value was chosen.
+(key = workload, or workload_backend) and one of them is moved to its place
+(``VARIANTS``); ``OVERRIDES`` name variants that replace a shared file only
+for the options that have one. Files that belong to one option value are
+listed in ``OWNED_BY`` and removed when another value was chosen; files that
+need several values at once are listed in ``OWNED_BY_ALL``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,15 @@ OPTIONS: dict[str, str] = json.loads(
 
 PACKAGE = f"src/{OPTIONS['package_name']}"
 
-# destination -> variant file (formatted with the options)
+# destination -> variant file (formatted with the options); every combination has one
 VARIANTS: dict[str, str] = {
     f"{PACKAGE}/model.py": "_variants/model/{workload}_{backend}.py",
     f"{PACKAGE}/workload.py": "_variants/workload/{workload}.py",
     "scripts/make_demo_model.py": "_variants/demo_model/{workload}_{backend}.py",
+}
+# destination -> variant that replaces the shared file there, where it exists
+OVERRIDES: dict[str, str] = {
+    "scripts/bench.py": "_variants/bench/{workload}.py",
 }
 
 # option -> value -> paths that exist only for that value
@@ -47,6 +53,21 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_classify.py",
             "tests/test_v2.py",
         ],
+        "llm": [
+            f"{PACKAGE}/api/openai_completions.py",
+            f"{PACKAGE}/api/openai_schemas.py",
+            f"{PACKAGE}/runtime/generation.py",
+            f"{PACKAGE}/runtime/kv_cache.py",
+            f"{PACKAGE}/runtime/sampling.py",
+            f"{PACKAGE}/runtime/scheduler.py",
+            f"{PACKAGE}/runtime/text_stream.py",
+            f"{PACKAGE}/runtime/tokenizer.py",
+            "tests/llm_support.py",
+            "tests/test_llm_api.py",
+            "tests/test_llm_model.py",
+            "tests/test_scheduler.py",
+            "tests/test_text.py",
+        ],
     },
     "backend": {
         "onnxruntime": [f"{PACKAGE}/runtime/onnxruntime_backend.py"],
@@ -56,6 +77,15 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
         "prometheus": [f"{PACKAGE}/metrics.py", "tests/test_metrics.py"],
     },
 }
+
+
+# files that exist only when every listed option has the listed value
+OWNED_BY_ALL: list[tuple[dict[str, str], list[str]]] = [
+    (
+        {"workload": "llm", "backend": "torch"},
+        [f"{PACKAGE}/runtime/hf_causal_lm.py", "tests/test_hf_model.py"],
+    ),
+]
 
 
 def remove(path: Path) -> None:
@@ -68,11 +98,17 @@ def remove(path: Path) -> None:
 def place_variants(root: Path, options: dict[str, str]) -> None:
     for destination, pattern in VARIANTS.items():
         source = root / pattern.format(**options)
+        target = root / destination
         if not source.is_file():
             raise SystemExit(f"ERROR: the template has no variant {pattern.format(**options)}")
-        target = root / destination
         target.parent.mkdir(parents=True, exist_ok=True)
         source.replace(target)
+    for destination, pattern in OVERRIDES.items():
+        source = root / pattern.format(**options)
+        if source.is_file():
+            target = root / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
     remove(root / "_variants")
 
 
@@ -86,6 +122,10 @@ def prune(root: Path, options: dict[str, str]) -> None:
                 for path in paths:
                     if path not in keep:
                         remove(root / path)
+    for combination, paths in OWNED_BY_ALL:
+        if any(options[option] != value for option, value in combination.items()):
+            for path in paths:
+                remove(root / path)
 
 
 def main() -> int:

@@ -17,6 +17,11 @@ PREFIX = "inference"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+{%- if cookiecutter.workload == 'llm' %}
+# Time to first token spans queueing + prefill; inter-token latency is one decode step.
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.2, 2.5)
+{%- endif %}
 
 
 class ServiceMetrics:
@@ -66,6 +71,43 @@ class ServiceMetrics:
         self.warmup = Gauge(f"{PREFIX}_warmup_seconds", "Time warmup took.", ["model"], registry=r)
         for labelled in (self.queue_wait, self.compute, self.batch_size, self.queue_depth_gauge, self.ready):
             labelled.labels(model=model_name)
+{%- if cookiecutter.workload == 'llm' %}
+        self.time_to_first_token = Histogram(
+            f"{PREFIX}_time_to_first_token_seconds",
+            "Time from a sequence's arrival to its first generated token.",
+            ["model"],
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.inter_token_latency = Histogram(
+            f"{PREFIX}_inter_token_latency_seconds",
+            "Time between consecutive tokens of one sequence.",
+            ["model"],
+            buckets=ITL_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(
+            f"{PREFIX}_prompt_tokens", "Prompt tokens of admitted sequences.", ["model"], registry=r
+        )
+        self.generated_tokens = Counter(
+            f"{PREFIX}_generated_tokens", "Tokens generated.", ["model"], registry=r
+        )
+        self.running_sequences = Gauge(
+            f"{PREFIX}_running_sequences", "Sequences in the running batch.", ["model"], registry=r
+        )
+        self.waiting_sequences = Gauge(
+            f"{PREFIX}_waiting_sequences", "Sequences waiting for a slot.", ["model"], registry=r
+        )
+        for labelled in (
+            self.time_to_first_token,
+            self.inter_token_latency,
+            self.prompt_tokens,
+            self.generated_tokens,
+            self.running_sequences,
+            self.waiting_sequences,
+        ):
+            labelled.labels(model=model_name)
+{%- endif %}
 
     # RequestObserver
     def request_started(self) -> None:
@@ -90,6 +132,26 @@ class ServiceMetrics:
     def batch_computed(self, size: int, compute_s: float) -> None:
         self.compute.labels(model=self.model_name).observe(compute_s)
         self.batch_size.labels(model=self.model_name).observe(size)
+
+{%- if cookiecutter.workload == 'llm' %}
+
+    # GenerationObserver (called from the generation engine's thread)
+    def sequence_admitted(self, prompt_tokens: int) -> None:
+        self.prompt_tokens.labels(model=self.model_name).inc(prompt_tokens)
+
+    def first_token(self, seconds: float) -> None:
+        self.time_to_first_token.labels(model=self.model_name).observe(seconds)
+
+    def inter_token(self, seconds: float) -> None:
+        self.inter_token_latency.labels(model=self.model_name).observe(seconds)
+
+    def tokens_generated(self, count: int) -> None:
+        self.generated_tokens.labels(model=self.model_name).inc(count)
+
+    def sequences(self, running: int, waiting: int) -> None:
+        self.running_sequences.labels(model=self.model_name).set(running)
+        self.waiting_sequences.labels(model=self.model_name).set(waiting)
+{%- endif %}
 
     def set_ready(self, ready: bool) -> None:
         self.ready.labels(model=self.model_name).set(1 if ready else 0)
