@@ -1,7 +1,7 @@
 """Build the demo language model as two ONNX graphs, offline and deterministically.
 
 Uses the ``onnx`` package alone (no torch): a small decoder-only transformer
-(4 layers, width 512, 8 query heads sharing one key/value head, 512 positions,
+(4 layers, width 512, 8 query heads sharing one key/value head, 256 positions,
 byte-level vocabulary) with fixed-seed weights, exported as
 
 - ``prefill.onnx``: a whole left-padded prompt batch in; next-token logits and
@@ -30,7 +30,7 @@ from onnx.external_data_helper import set_external_data
 
 SEED = 20240601
 VOCAB = 259  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|> (runtime/tokenizer.py)
-CONTEXT = 512
+CONTEXT = 256
 DIM = 512
 LAYERS = 4
 HEADS = 8
@@ -72,7 +72,7 @@ def demo_weight(name: str, shape: tuple[int, ...]) -> np.ndarray:
         bias = np.full(shape, -4.0, dtype=np.float32)
         bias[32:127] = 3.0
         bias[[9, 10]] = 2.0  # tab, newline
-        bias[256:] = 0.0  # special tokens
+        bias[256:] = -3.0  # special tokens: the demo rarely ends on its own
         return bias
     if name.endswith("bias"):
         return np.zeros(shape, dtype=np.float32)

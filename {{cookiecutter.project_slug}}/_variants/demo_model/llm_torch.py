@@ -2,7 +2,7 @@
 
 The network is ``DemoLM`` from the service's ``model.py``: a small decoder-only
 transformer (4 layers, width 512, 8 query heads sharing one key/value head,
-512 positions, byte-level vocabulary). Its weights come from a per-name fixed
+256 positions, byte-level vocabulary). Its weights come from a per-name fixed
 seed (the onnxruntime variant of this script makes the very same values) and
 are saved with safetensors, never pickle. The text it writes is gibberish
 (nudged towards printable ASCII) but repeatable.
@@ -34,7 +34,7 @@ def demo_weight(name: str, shape: tuple[int, ...]) -> np.ndarray:
         bias = np.full(shape, -4.0, dtype=np.float32)
         bias[32:127] = 3.0
         bias[[9, 10]] = 2.0  # tab, newline
-        bias[256:] = 0.0  # special tokens
+        bias[256:] = -3.0  # special tokens: the demo rarely ends on its own
         return bias
     if name.endswith("bias"):
         return np.zeros(shape, dtype=np.float32)

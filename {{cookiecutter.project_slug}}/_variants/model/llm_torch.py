@@ -41,7 +41,7 @@ from .runtime.torch_backend import compute_dtype, load_weights, select_device
 from .settings import Settings
 
 VOCAB = 259  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|> (runtime/tokenizer.py)
-CONTEXT = 512
+CONTEXT = 256
 DIM = 512
 LAYERS = 4
 HEADS = 8

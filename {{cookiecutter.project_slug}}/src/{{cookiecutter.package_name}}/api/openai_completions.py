@@ -55,9 +55,9 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=[_model_card(request)])
 
 
-@router.get("/models/{model_id}", response_model=ModelCard, summary="One model", responses=ERROR_RESPONSES)
-async def retrieve_model(model_id: str, request: Request) -> ModelCard:
-    _check_model(model_id, get_settings(request))
+@router.get("/models/{name}", response_model=ModelCard, summary="One model", responses=ERROR_RESPONSES)
+async def retrieve_model(name: str, request: Request) -> ModelCard:
+    _check_model(name, get_settings(request))
     return _model_card(request)
 
 

@@ -109,7 +109,7 @@ def warm_up(model: GenerationModel, max_running: int, context_length: int) -> li
     the first requests, and a batch that cannot fit fails start-up, not traffic.
     """
     shapes: list[str] = []
-    prompt = model.tokenizer.encode("Warm up, fox.")[: max(1, context_length - 2)]
+    prompt = model.tokenizer.encode("Warm up")[: max(1, context_length - 2)]
     for size in warmup_batch_sizes(max_running):
         logits, caches = model.prefill([prompt] * size)
         model.decode([int(row.argmax()) for row in logits], caches)

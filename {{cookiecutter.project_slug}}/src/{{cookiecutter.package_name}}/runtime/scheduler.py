@@ -137,6 +137,7 @@ class SchedulerStats:
     decode_calls: int = 0
     tokens: int = 0
     dropped_cancelled: int = 0
+    largest_decode_batch: int = 0
     # ids (``id(generation)``) in each decode call, when ``keep_history`` is set (tests)
     decode_batches: list[list[int]] = field(default_factory=list)
     prefill_batches: list[list[int]] = field(default_factory=list)
@@ -165,6 +166,7 @@ class Scheduler:
         self._eos = frozenset(model.tokenizer.eos_token_ids)
         self._waiting: deque[Generation] = deque()
         self._running: list[Generation] = []
+        self._prefilling: list[Generation] = []
         self._cond = threading.Condition()
         self._closed = False  # no new work
         self._abort = False  # stop now, failing what is left
@@ -202,7 +204,7 @@ class Scheduler:
             )
         generation = Generation(prompt_ids, params, self.model.tokenizer)
         with self._cond:
-            free_slots = max(0, self.max_running - len(self._running))
+            free_slots = max(0, self.max_running - len(self._running) - len(self._prefilling))
             if len(self._waiting) >= self.max_waiting + free_slots:
                 raise Overloaded(f"too many sequences waiting ({self.max_waiting}); retry later")
             self._waiting.append(generation)
@@ -242,8 +244,9 @@ class Scheduler:
                 except Exception:  # a bug, not a model error: fail this batch, keep serving
                     logger.exception("generation step failed")
                     for generation in [*admitted, *self._running]:
-                        self._fail(generation, ModelFailure("generation failed"))
-                    self._running = []
+                        if not generation.finished:
+                            self._fail(generation, ModelFailure("generation failed"))
+                    self._running, self._prefilling = [], []
         finally:
             self._fail_all(NotReady("the service shut down before this sequence finished"))
 
@@ -293,17 +296,19 @@ class Scheduler:
             if self._keep_history:
                 self.stats.prefill_batches.append([id(g) for g in admitted])
             events: list[tuple[Generation, GenerationEvent]] = []
+            self._prefilling = admitted
             for generation, logits, cache in self._call(
                 self.model.prefill, admitted, lambda batch: ([g.prompt_ids for g in batch],)
             ):
                 generation.cache = cache
                 self._accept(generation, logits, events)
-                if not generation.finished:
-                    self._running.append(generation)
+            self._running += [g for g in admitted if not g.finished]
+            self._prefilling = []
             self._deliver(events)  # first tokens go out before the decode step runs
         if self._running:
-            batch, self._running = self._running, []
+            batch = self._running
             self.stats.decode_calls += 1
+            self.stats.largest_decode_batch = max(self.stats.largest_decode_batch, len(batch))
             if self._keep_history:
                 self.stats.decode_batches.append([id(g) for g in batch])
             events = []
@@ -312,8 +317,7 @@ class Scheduler:
             ):
                 generation.cache = cache
                 self._accept(generation, logits, events)
-                if not generation.finished:
-                    self._running.append(generation)
+            self._running = [g for g in batch if not g.finished]
             self._deliver(events)
         self._observer.tokens_generated(self.stats.tokens - before)
         self._observer.sequences(len(self._running), len(self._waiting))
@@ -385,7 +389,7 @@ class Scheduler:
 
     def _fail_all(self, error: ServiceError) -> None:
         with self._cond:
-            left = [*self._waiting, *self._running]
+            left = [*self._waiting, *self._prefilling, *self._running]
             self._waiting.clear()
         self._running = []
         for generation in left:
