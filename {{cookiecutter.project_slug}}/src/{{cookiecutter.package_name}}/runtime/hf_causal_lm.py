@@ -89,10 +89,12 @@ def load_causal_lm(path: Path, device: Device, dtype: torch.dtype) -> tuple[Hugg
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
         from transformers.cache_utils import DynamicLayer
+        from transformers.utils import logging as transformers_logging
     except ImportError as exc:
         raise RuntimeError(
             f"MODEL_PATH={path} is a folder, which needs transformers: pip install '.[hf]'"
         ) from exc
+    transformers_logging.disable_progress_bar()  # service logs, not a terminal
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
