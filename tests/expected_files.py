@@ -48,6 +48,22 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_classify.py",
         "tests/test_v2.py",
     },
+    ("workload", "llm"): {
+        f"{PACKAGE}/api/openai_completions.py",
+        f"{PACKAGE}/api/openai_schemas.py",
+        f"{PACKAGE}/runtime/generation.py",
+        f"{PACKAGE}/runtime/kv_cache.py",
+        f"{PACKAGE}/runtime/sampling.py",
+        f"{PACKAGE}/runtime/scheduler.py",
+        f"{PACKAGE}/runtime/text_stream.py",
+        f"{PACKAGE}/runtime/tokenizer.py",
+        "scripts/bench.py",
+        "tests/llm_support.py",
+        "tests/test_llm_api.py",
+        "tests/test_llm_model.py",
+        "tests/test_scheduler.py",
+        "tests/test_text.py",
+    },
     ("backend", "onnxruntime"): {
         f"{PACKAGE}/runtime/onnxruntime_backend.py",
         "tests/test_device_onnxruntime.py",
@@ -57,9 +73,21 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
 }
 
 
+# files that need several option values at once
+BY_OPTIONS: list[tuple[dict[str, str], set[str]]] = [
+    (
+        {"workload": "llm", "backend": "torch"},
+        {f"{PACKAGE}/runtime/hf_causal_lm.py", "tests/test_hf_model.py"},
+    ),
+]
+
+
 def expected_files(combination: dict[str, str]) -> set[str]:
     files = set(COMMON)
     for (option, value), paths in BY_OPTION.items():
         if combination.get(option) == value:
+            files |= paths
+    for options, paths in BY_OPTIONS:
+        if all(combination.get(option) == value for option, value in options.items()):
             files |= paths
     return files

@@ -57,7 +57,9 @@ class FakeModel:
         caches = [list(p) for p in prompts]
         return self._logits(caches), caches
 
-    def decode(self, tokens: list[int], caches: list[list[int]]) -> tuple[np.ndarray, list[list[int]]]:
+    def decode(
+        self, tokens: list[int], caches: list[list[int]]
+    ) -> tuple[np.ndarray, list[list[int]]]:
         if self.gate is not None and not self.gate.acquire(timeout=10):
             raise RuntimeError("the test never released this decode step")
         self._maybe_fail("decode", len(tokens))

@@ -36,10 +36,14 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer GPT-2 with a byte-level BPE tokenizer (any UTF-8), saved as Hugging Face does."""
     path = tmp_path_factory.mktemp("hf-model")
     alphabet = sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
-    tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tokenizer = tokenizers.Tokenizer(
+        tokenizers.models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[])
+    )
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = tokenizers.decoders.ByteLevel()
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|endoftext|>")
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|endoftext|>"
+    )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(path)
     config = transformers.GPT2Config(
@@ -75,9 +79,9 @@ def test_loads_the_folder_with_its_tokenizer_and_limits(model: Model) -> None:
     assert model.tokenizer.vocab_size == 257
     text = "héllo 😀 wörld"
     assert model.tokenizer.decode(model.tokenizer.encode(text)) == text
-    assert model.tokenizer.apply_chat_template([{"role": "user", "content": "hi"}]) == model.tokenizer.encode(
-        "user: hi\nassistant: "
-    )
+    assert model.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}]
+    ) == model.tokenizer.encode("user: hi\nassistant: ")
 
 
 def test_cached_greedy_decoding_matches_transformers_generate(model: Model, folder: Path) -> None:
@@ -109,11 +113,15 @@ def test_left_padded_batches_match_single_sequences(model: Model) -> None:
 def test_serves_the_openai_api(folder: Path) -> None:
     settings = make_settings(folder, max_running_sequences=4)
     with live_server(create_app(settings)) as address:
-        client = openai.OpenAI(base_url=f"http://{address}/v1", api_key="unused", max_retries=0, timeout=60)
+        client = openai.OpenAI(
+            base_url=f"http://{address}/v1", api_key="unused", max_retries=0, timeout=60
+        )
         name = settings.model_name
 
         def complete(prompt: str) -> str:
-            response = client.completions.create(model=name, prompt=prompt, max_tokens=8, temperature=0)
+            response = client.completions.create(
+                model=name, prompt=prompt, max_tokens=8, temperature=0
+            )
             return response.choices[0].text
 
         prompts = [f"prompt {i} {'!' * i}" for i in range(6)]
@@ -142,7 +150,10 @@ def test_remote_code_is_never_run(folder: Path, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="evil", auto_map={"AutoModelForCausalLM": "evil.EvilModel", "AutoConfig": "evil.Cfg"})
+    config.update(
+        model_type="evil",
+        auto_map={"AutoModelForCausalLM": "evil.EvilModel", "AutoConfig": "evil.Cfg"},
+    )
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises((ValueError, OSError, KeyError)):
         Model(make_settings(tmp_path)).load()

@@ -35,7 +35,9 @@ def address(app: FastAPI) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def client(address: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"http://{address}/v1", api_key="unused", max_retries=0, timeout=60)
+    return openai.OpenAI(
+        base_url=f"http://{address}/v1", api_key="unused", max_retries=0, timeout=60
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,9 @@ def complete(client: openai.OpenAI, model: str, prompt: str, **options: Any) -> 
 
 def chat(client: openai.OpenAI, model: str, content: str, **options: Any) -> Any:
     options = {"max_tokens": TOKENS, "temperature": 0, **options}
-    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": content}], **options)
+    return client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": content}], **options
+    )
 
 
 def test_lists_and_retrieves_the_served_model(client: openai.OpenAI, app: FastAPI) -> None:
@@ -78,7 +82,11 @@ def test_completion_counts_tokens_and_is_repeatable(client: openai.OpenAI, model
 
 def test_completion_stream_equals_the_whole_answer(client: openai.OpenAI, model: str) -> None:
     whole = complete(client, model, "Streaming works")
-    chunks = list(complete(client, model, "Streaming works", stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        complete(
+            client, model, "Streaming works", stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     assert text == whole.choices[0].text
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices]
@@ -105,7 +113,10 @@ def test_chat_accepts_system_turns_and_text_parts(client: openai.OpenAI, model: 
         model=model,
         messages=[
             {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "!"}],
+            },
         ],
         max_completion_tokens=3,
     )
@@ -125,21 +136,29 @@ def test_stop_sequence_cuts_the_text(client: openai.OpenAI, model: str) -> None:
 
 def test_seed_makes_sampling_repeatable(client: openai.OpenAI, model: str) -> None:
     def sampled(seed: int) -> str:
-        return complete(client, model, "Roll the dice", temperature=1.0, top_p=0.9, seed=seed).choices[0].text
+        return (
+            complete(client, model, "Roll the dice", temperature=1.0, top_p=0.9, seed=seed)
+            .choices[0]
+            .text
+        )
 
     assert sampled(7) == sampled(7)
     assert len({sampled(seed) for seed in (1, 2, 3)}) > 1
 
 
-def test_concurrent_requests_match_solo_runs(client: openai.OpenAI, model: str, app: FastAPI) -> None:
-    """16 sequences batched together each get exactly what they get alone (greedy): no cross-talk."""
+def test_concurrent_requests_match_solo_runs(
+    client: openai.OpenAI, model: str, app: FastAPI
+) -> None:
+    """16 sequences batched together each get what they get alone (greedy): no cross-talk."""
     prompts = [f"Request number {i}: {'x' * (i % 5)} tell me something" for i in range(16)]
     alone = [complete(client, model, p).choices[0].text for p in prompts]
     assert len(set(alone)) > 4, "the demo model should answer different prompts differently"
 
     def run(index: int) -> str:
         if index % 2:  # half of them stream
-            return "".join(c.choices[0].text for c in complete(client, model, prompts[index], stream=True))
+            return "".join(
+                c.choices[0].text for c in complete(client, model, prompts[index], stream=True)
+            )
         return complete(client, model, prompts[index]).choices[0].text
 
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -206,7 +225,9 @@ def test_bad_chat_requests_answer_400(
     assert error_of(refused.value)["param"] == param
 
 
-def test_prompt_longer_than_the_context_names_the_limit(client: openai.OpenAI, model: str, app: FastAPI) -> None:
+def test_prompt_longer_than_the_context_names_the_limit(
+    client: openai.OpenAI, model: str, app: FastAPI
+) -> None:
     context = app.state.service.context_length
     with pytest.raises(openai.BadRequestError) as refused:
         client.completions.create(model=model, prompt="x" * context)
@@ -232,9 +253,15 @@ class SlowModel(Model):
         return super().decode(tokens, caches)
 
 
-def test_one_slot_refuses_when_full_and_frees_the_slot_of_a_client_that_left(model_path: Path) -> None:
+def test_one_slot_refuses_when_full_and_frees_the_slot_of_a_client_that_left(
+    model_path: Path,
+) -> None:
     settings = make_settings(
-        model_path, max_running_sequences=1, max_waiting_sequences=0, api_key="k3y", intra_op_threads=1
+        model_path,
+        max_running_sequences=1,
+        max_waiting_sequences=0,
+        api_key="k3y",
+        intra_op_threads=1,
     )
     app = create_app(settings, model_factory=SlowModel)
     with live_server(app) as address:
@@ -243,9 +270,17 @@ def test_one_slot_refuses_when_full_and_frees_the_slot_of_a_client_that_left(mod
             openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).models.list()
         client = openai.OpenAI(base_url=url, api_key="k3y", max_retries=0, timeout=60)
         scheduler = app.state.service.scheduler
-        body = {"model": settings.model_name, "prompt": "occupy the slot", "max_tokens": 200, "stream": True}
+        body = {
+            "model": settings.model_name,
+            "prompt": "occupy the slot",
+            "max_tokens": 200,
+            "stream": True,
+        }
         headers = {"Authorization": "Bearer k3y"}
-        with httpx.Client(timeout=30) as http, http.stream("POST", f"{url}/completions", json=body, headers=headers) as held:
+        with (
+            httpx.Client(timeout=30) as http,
+            http.stream("POST", f"{url}/completions", json=body, headers=headers) as held,
+        ):
             assert held.status_code == 200
             assert held.headers["content-type"].startswith("text/event-stream")
             assert next(line for line in held.iter_lines() if line.startswith("data: "))

@@ -39,7 +39,9 @@ def test_cached_decode_matches_a_full_recompute(model: Model) -> None:
 
 
 def test_a_padded_batch_matches_each_sequence_alone(model: Model) -> None:
-    prompts = [model.tokenizer.encode(t) for t in ("short", "a rather longer prompt than that", "mid-size")]
+    prompts = [
+        model.tokenizer.encode(t) for t in ("short", "a rather longer prompt than that", "mid-size")
+    ]
     batch_logits, batch_caches = model.prefill(prompts)
     tokens = [int(row.argmax()) for row in batch_logits]
     # caches of three different lengths decode together

@@ -40,9 +40,7 @@ async def collect(generation: Generation) -> tuple[str, str]:
     return "".join(parts), finish
 
 
-def scenario(
-    model: FakeModel, test: Callable[[Scheduler], Awaitable[None]], **limits: Any
-) -> None:
+def scenario(model: FakeModel, test: Callable[[Scheduler], Awaitable[None]], **limits: Any) -> None:
     options: dict[str, Any] = {
         "max_running": 4,
         "max_waiting": 8,
@@ -249,7 +247,9 @@ def test_multibyte_characters_are_never_split() -> None:
 
 def test_a_model_failure_fails_only_its_batch() -> None:
     failures = iter([RuntimeError("boom")])
-    model = FakeModel(fail_when=lambda call, size: next(failures, None) if call == "decode" else None)
+    model = FakeModel(
+        fail_when=lambda call, size: next(failures, None) if call == "decode" else None
+    )
 
     async def test(scheduler: Scheduler) -> None:
         with pytest.raises(ModelFailure) as failed:

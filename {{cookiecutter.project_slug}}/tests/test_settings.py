@@ -88,7 +88,6 @@ def test_queue_must_hold_a_full_batch() -> None:
 {%- endif %}
 
 
-
 @pytest.mark.parametrize(
     ("requested", "gpus", "expected"),
     [

@@ -10,7 +10,15 @@ from {{ cookiecutter.package_name }}.runtime.text_stream import TextStream
 from {{ cookiecutter.package_name }}.runtime.tokenizer import ByteTokenizer
 
 TOKENIZER = ByteTokenizer()
-TEXTS = ["", "plain ascii", "héllo wörld", "日本語のテキスト", "emoji 😀👍🏽 and ZWJ 👩‍👩‍👧", "e\u0301 combining", "tab\tnew\nline"]
+TEXTS = [
+    "",
+    "plain ascii",
+    "héllo wörld",
+    "日本語のテキスト",
+    "emoji 😀👍🏽 and ZWJ 👩‍👩‍👧",
+    "e\u0301 combining",
+    "tab\tnew\nline",
+]
 
 
 @pytest.mark.parametrize("text", TEXTS)
@@ -87,7 +95,10 @@ def test_greedy_takes_the_argmax() -> None:
 def test_seeded_sampling_repeats_and_seeds_differ() -> None:
     logits = np.zeros(50, dtype=np.float32)
     params = SamplingParams(max_tokens=1, temperature=1.0)
-    draws = {seed: [sample(logits, params, rng) for rng in [new_rng(seed)] for _ in range(20)] for seed in (1, 2)}
+    draws = {
+        seed: [sample(logits, params, rng) for rng in [new_rng(seed)] for _ in range(20)]
+        for seed in (1, 2)
+    }
     again = [sample(logits, params, rng) for rng in [new_rng(1)] for _ in range(20)]
     assert draws[1] == again
     assert draws[1] != draws[2]

@@ -43,7 +43,10 @@ WEIGHTS_FILE = "model.weights"
 
 def weight_shapes() -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes; ``(out, in)`` for linear layers, as torch stores them."""
-    shapes: dict[str, tuple[int, ...]] = {"embed.weight": (VOCAB, DIM), "pos_embed.weight": (CONTEXT, DIM)}
+    shapes: dict[str, tuple[int, ...]] = {
+        "embed.weight": (VOCAB, DIM),
+        "pos_embed.weight": (CONTEXT, DIM),
+    }
     for i in range(LAYERS):
         linears = {
             "q": (DIM, DIM),
@@ -64,7 +67,7 @@ def weight_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def demo_weight(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """One parameter from a per-name seed (order-independent; the torch variant gets the same values)."""
+    """One parameter from a per-name seed (order-free: the torch variant makes the same values)."""
     rng = np.random.default_rng([SEED, zlib.crc32(name.encode())])
     if ".norm" in name or name.startswith("norm."):
         return (np.ones(shape) if name.endswith("weight") else np.zeros(shape)).astype(np.float32)
@@ -107,7 +110,9 @@ class GraphBuilder:
         self.constants.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], output: str | None = None, **attributes: object) -> str:
+    def op(
+        self, op_type: str, inputs: list[str], output: str | None = None, **attributes: object
+    ) -> str:
         self._count += 1
         output = output or f"{op_type.lower()}_{self._count}"
         self.nodes.append(helper.make_node(op_type, inputs, [output], **attributes))
@@ -117,23 +122,38 @@ class GraphBuilder:
         return self.op("Add", [self.op("MatMul", [x, f"{prefix}.weight"]), f"{prefix}.bias"])
 
     def layer_norm(self, x: str, prefix: str) -> str:
-        return self.op("LayerNormalization", [x, f"{prefix}.weight", f"{prefix}.bias"], axis=-1, epsilon=1e-5)
+        return self.op(
+            "LayerNormalization", [x, f"{prefix}.weight", f"{prefix}.bias"], axis=-1, epsilon=1e-5
+        )
 
 
 def build_graph(with_past: bool) -> onnx.GraphProto:
     g = GraphBuilder()
-    x = g.op("Add", [g.op("Gather", ["embed.weight", "input_ids"]), g.op("Gather", ["pos_embed.weight", "position_ids"])])
+    x = g.op(
+        "Add",
+        [
+            g.op("Gather", ["embed.weight", "input_ids"]),
+            g.op("Gather", ["pos_embed.weight", "position_ids"]),
+        ],
+    )
     # attention rule, shaped (batch, 1, tokens, total): causal over past + new tokens, padding
     # hidden, and every position may see itself (so padded rows never divide by zero)
     total = g.op("Squeeze", [g.op("Shape", ["attention_mask"], start=1, end=2)])
     tokens = g.op("Squeeze", [g.op("Shape", ["input_ids"], start=1, end=2)])
     key_pos = g.op("Unsqueeze", [g.op("Range", [g.const(0), total, g.const(1)]), g.const([0])])
-    query_pos = g.op("Add", [g.op("Range", [g.const(0), tokens, g.const(1)]), g.op("Sub", [total, tokens])])
+    query_pos = g.op(
+        "Add", [g.op("Range", [g.const(0), tokens, g.const(1)]), g.op("Sub", [total, tokens])]
+    )
     query_pos = g.op("Unsqueeze", [query_pos, g.const([1])])
-    visible = g.op("Unsqueeze", [g.op("Cast", ["attention_mask"], to=TensorProto.BOOL), g.const([1, 2])])
+    visible = g.op(
+        "Unsqueeze", [g.op("Cast", ["attention_mask"], to=TensorProto.BOOL), g.const([1, 2])]
+    )
     allowed = g.op(
         "Or",
-        [g.op("And", [g.op("LessOrEqual", [key_pos, query_pos]), visible]), g.op("Equal", [key_pos, query_pos])],
+        [
+            g.op("And", [g.op("LessOrEqual", [key_pos, query_pos]), visible]),
+            g.op("Equal", [key_pos, query_pos]),
+        ],
     )
     bias = g.op("Where", [allowed, g.const(0.0, np.float32), g.const(-1e9, np.float32)])
     scale = g.const(1.0 / np.sqrt(HEAD_DIM), np.float32)
@@ -154,7 +174,9 @@ def build_graph(with_past: bool) -> onnx.GraphProto:
             k = g.op("Gather", [kv, g.const(0)], key_names[0], axis=0)
             v = g.op("Gather", [kv, g.const(1)], key_names[1], axis=0)
         # the single key/value head broadcasts over all query heads
-        scores = g.op("Mul", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])]), scale])
+        scores = g.op(
+            "Mul", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])]), scale]
+        )
         weights = g.op("Softmax", [g.op("Add", [scores, bias])], axis=-1)
         attended = g.op("Transpose", [g.op("MatMul", [weights, v])], perm=[0, 2, 1, 3])
         attended = g.op("Reshape", [attended, g.const([0, 0, DIM])])
@@ -164,7 +186,13 @@ def build_graph(with_past: bool) -> onnx.GraphProto:
             "Mul",
             [
                 g.op("Mul", [h, g.const(0.5, np.float32)]),
-                g.op("Add", [g.const(1.0, np.float32), g.op("Erf", [g.op("Mul", [h, g.const(1 / np.sqrt(2), np.float32)])])]),
+                g.op(
+                    "Add",
+                    [
+                        g.const(1.0, np.float32),
+                        g.op("Erf", [g.op("Mul", [h, g.const(1 / np.sqrt(2), np.float32)])]),
+                    ],
+                ),
             ],
         )
         x = g.op("Add", [x, g.linear(gelu, f"{p}.fc2")])
@@ -183,9 +211,25 @@ def build_graph(with_past: bool) -> onnx.GraphProto:
     for i in range(LAYERS):
         for kind in ("key", "value"):
             if with_past:
-                inputs.append(info(f"past_key_values.{i}.{kind}", TensorProto.FLOAT, ["batch", KV_HEADS, "past", HEAD_DIM]))
-            outputs.append(info(f"present.{i}.{kind}", TensorProto.FLOAT, ["batch", KV_HEADS, "total", HEAD_DIM]))
-    return helper.make_graph(g.nodes, "demo_lm_decode" if with_past else "demo_lm_prefill", inputs, outputs, initializer=g.constants)
+                inputs.append(
+                    info(
+                        f"past_key_values.{i}.{kind}",
+                        TensorProto.FLOAT,
+                        ["batch", KV_HEADS, "past", HEAD_DIM],
+                    )
+                )
+            outputs.append(
+                info(
+                    f"present.{i}.{kind}", TensorProto.FLOAT, ["batch", KV_HEADS, "total", HEAD_DIM]
+                )
+            )
+    return helper.make_graph(
+        g.nodes,
+        "demo_lm_decode" if with_past else "demo_lm_prefill",
+        inputs,
+        outputs,
+        initializer=g.constants,
+    )
 
 
 def write_weights(weights: dict[str, np.ndarray], path: Path) -> list[onnx.TensorProto]:
@@ -214,7 +258,9 @@ def build(out: Path) -> None:
     for path, with_past in ((out, True), (out.with_name(PREFILL_FILE), False)):
         graph = build_graph(with_past)
         graph.initializer.extend(tensors)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="make_demo_model")
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="make_demo_model"
+        )
         model.ir_version = 8
         helper.set_model_props(model, {"context_length": str(CONTEXT), "vocab_size": str(VOCAB)})
         onnx.save(model, path)
@@ -226,7 +272,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/model.onnx"))
     args = parser.parse_args()
     build(args.out)
-    print(f"wrote {args.out}, {args.out.with_name(PREFILL_FILE)} and {args.out.with_name(WEIGHTS_FILE)}")
+    written = [args.out, args.out.with_name(PREFILL_FILE), args.out.with_name(WEIGHTS_FILE)]
+    print("wrote " + ", ".join(map(str, written)))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,9 @@ def main() -> None:
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     state = DemoLM().state_dict()
-    weights = {name: torch.from_numpy(demo_weight(name, tuple(p.shape))) for name, p in state.items()}
+    weights = {
+        name: torch.from_numpy(demo_weight(name, tuple(p.shape))) for name, p in state.items()
+    }
     save_file(weights, str(args.out))
     print(f"wrote {args.out}")
 

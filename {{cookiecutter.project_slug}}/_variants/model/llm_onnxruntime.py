@@ -34,7 +34,14 @@ from __future__ import annotations
 import numpy as np
 
 from .runtime.device import Device
-from .runtime.kv_cache import SequenceKV, cache_length, decode_inputs, prefill_inputs, split_caches, stack_caches
+from .runtime.kv_cache import (
+    SequenceKV,
+    cache_length,
+    decode_inputs,
+    prefill_inputs,
+    split_caches,
+    stack_caches,
+)
 from .runtime.onnxruntime_backend import create_session
 from .runtime.tokenizer import ByteTokenizer
 from .settings import Settings
@@ -54,15 +61,23 @@ class Model:
 
     def load(self) -> None:
         self._decode, self.device = create_session(self.settings.model_path, self.settings)
-        self._prefill, _ = create_session(self.settings.model_path.with_name(PREFILL_FILE), self.settings)
+        self._prefill, _ = create_session(
+            self.settings.model_path.with_name(PREFILL_FILE), self.settings
+        )
         metadata = self._decode.get_modelmeta().custom_metadata_map
         self.context_length = int(metadata["context_length"])
-        self._layers = sum(1 for i in self._decode.get_inputs() if i.name.startswith("past_key_values."))
+        self._layers = sum(
+            1 for i in self._decode.get_inputs() if i.name.startswith("past_key_values.")
+        )
         self._layers //= 2
-        self._outputs = ["logits"] + [f"present.{i}.{kind}" for i in range(self._layers) for kind in ("key", "value")]
+        self._outputs = ["logits"] + [
+            f"present.{i}.{kind}" for i in range(self._layers) for kind in ("key", "value")
+        ]
         vocab = self._decode.get_outputs()[0].shape[-1]
         if isinstance(vocab, int) and vocab != self.tokenizer.vocab_size:
-            raise ValueError(f"the model has {vocab} logits but the tokenizer {self.tokenizer.vocab_size} tokens")
+            raise ValueError(
+                f"the model has {vocab} logits but the tokenizer {self.tokenizer.vocab_size} tokens"
+            )
 
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[SequenceKV]]:
         batch = prefill_inputs(prompts)
@@ -76,7 +91,9 @@ class Model:
         )
         return outputs[0], split_caches(self._pairs(outputs), [len(p) for p in prompts])
 
-    def decode(self, tokens: list[int], caches: list[SequenceKV]) -> tuple[np.ndarray, list[SequenceKV]]:
+    def decode(
+        self, tokens: list[int], caches: list[SequenceKV]
+    ) -> tuple[np.ndarray, list[SequenceKV]]:
         lengths = [cache_length(c) for c in caches]
         batch = decode_inputs(tokens, lengths)
         feed = {

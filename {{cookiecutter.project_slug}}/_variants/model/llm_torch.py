@@ -35,7 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .runtime.device import Device
-from .runtime.kv_cache import SequenceKV, cache_length, decode_inputs, prefill_inputs, split_caches, stack_caches
+from .runtime.kv_cache import (
+    SequenceKV,
+    cache_length,
+    decode_inputs,
+    prefill_inputs,
+    split_caches,
+    stack_caches,
+)
 from .runtime.tokenizer import ByteTokenizer, Tokenizer
 from .runtime.torch_backend import compute_dtype, load_weights, select_device
 from .settings import Settings
@@ -65,7 +72,9 @@ class Block(nn.Module):
         self.fc1 = nn.Linear(DIM, FFN)
         self.fc2 = nn.Linear(FFN, DIM)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor, past: LayerKV | None) -> tuple[torch.Tensor, LayerKV]:
+    def forward(
+        self, x: torch.Tensor, allowed: torch.Tensor, past: LayerKV | None
+    ) -> tuple[torch.Tensor, LayerKV]:
         batch, tokens, _ = x.shape
         h = self.norm1(x)
         q = self.q(h).view(batch, tokens, HEADS, HEAD_DIM).transpose(1, 2)
@@ -143,7 +152,9 @@ class Model:
         return _numpy(logits), split_caches(present, [len(p) for p in prompts])
 
     @torch.inference_mode()
-    def decode(self, tokens: list[int], caches: list[SequenceKV]) -> tuple[np.ndarray, list[SequenceKV]]:
+    def decode(
+        self, tokens: list[int], caches: list[SequenceKV]
+    ) -> tuple[np.ndarray, list[SequenceKV]]:
         lengths = [cache_length(c) for c in caches]
         batch = decode_inputs(tokens, lengths)
         logits, present = self._net(*self._tensors(batch), stack_caches(caches))

@@ -55,7 +55,9 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=[_model_card(request)])
 
 
-@router.get("/models/{name}", response_model=ModelCard, summary="One model", responses=ERROR_RESPONSES)
+@router.get(
+    "/models/{name}", response_model=ModelCard, summary="One model", responses=ERROR_RESPONSES
+)
 async def retrieve_model(name: str, request: Request) -> ModelCard:
     _check_model(name, get_settings(request))
     return _model_card(request)
@@ -73,7 +75,9 @@ async def create_completion(
     settings = get_settings(request)
     _check_model(body.model, settings)
     prompt_ids = await _prompt_ids(body.prompt, service)
-    params = sampling_params(body, body.max_tokens, len(prompt_ids), service.context_length, settings, "prompt")
+    params = sampling_params(
+        body, body.max_tokens, len(prompt_ids), service.context_length, settings, "prompt"
+    )
     generation = service.submit(prompt_ids, params)
     completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -109,12 +113,20 @@ async def create_chat_completion(
 ) -> Any:
     settings = get_settings(request)
     _check_model(body.model, settings)
-    if body.max_tokens and body.max_completion_tokens and body.max_tokens != body.max_completion_tokens:
-        raise InvalidInput("max_tokens and max_completion_tokens disagree; send one", param="max_completion_tokens")
+    if (
+        body.max_tokens
+        and body.max_completion_tokens
+        and body.max_tokens != body.max_completion_tokens
+    ):
+        raise InvalidInput(
+            "max_tokens and max_completion_tokens disagree; send one", param="max_completion_tokens"
+        )
     messages = [{"role": m.role, "content": m.text} for m in body.messages]
     prompt_ids = await run_in_threadpool(service.model.tokenizer.apply_chat_template, messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    params = sampling_params(body, max_tokens, len(prompt_ids), service.context_length, settings, "messages")
+    params = sampling_params(
+        body, max_tokens, len(prompt_ids), service.context_length, settings, "messages"
+    )
     generation = service.submit(prompt_ids, params)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -167,7 +179,9 @@ def sampling_params(
     if max_tokens is None:
         max_tokens = min(settings.default_max_tokens, context_length - prompt_tokens)
     elif max_tokens > settings.max_tokens_limit:
-        raise InvalidInput(f"max_tokens must be at most {settings.max_tokens_limit}", param="max_tokens")
+        raise InvalidInput(
+            f"max_tokens must be at most {settings.max_tokens_limit}", param="max_tokens"
+        )
     elif prompt_tokens + max_tokens > context_length:
         raise InvalidInput(
             f"this model's maximum context length is {context_length} tokens; the prompt has "
@@ -185,10 +199,14 @@ def sampling_params(
     )
 
 
-async def _prompt_ids(prompt: str | list[int] | list[str] | list[list[int]], service: GenerationService) -> list[int]:
+async def _prompt_ids(
+    prompt: str | list[int] | list[str] | list[list[int]], service: GenerationService
+) -> list[int]:
     if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
         if len(prompt) != 1:
-            raise InvalidInput("one prompt per request is supported; send several requests", param="prompt")
+            raise InvalidInput(
+                "one prompt per request is supported; send several requests", param="prompt"
+            )
         prompt = prompt[0]
     if isinstance(prompt, str):
         return await run_in_threadpool(service.model.tokenizer.encode, prompt)
@@ -200,11 +218,16 @@ async def _prompt_ids(prompt: str | list[int] | list[str] | list[list[int]], ser
 
 def _check_model(name: str, settings: Settings) -> None:
     if name != settings.model_name:
-        raise ModelNotFound(f"the model {name!r} does not exist; this server serves {settings.model_name!r}", param="model")
+        raise ModelNotFound(
+            f"the model {name!r} does not exist; this server serves {settings.model_name!r}",
+            param="model",
+        )
 
 
 def _model_card(request: Request) -> ModelCard:
-    return ModelCard(id=get_settings(request).model_name, created=STARTED, owned_by=request.app.title)
+    return ModelCard(
+        id=get_settings(request).model_name, created=STARTED, owned_by=request.app.title
+    )
 
 
 def _usage(generation: Generation) -> Usage:
@@ -224,8 +247,10 @@ async def _collect(generation: Generation) -> tuple[str, str]:
     return "".join(parts), finish
 
 
-async def _until_disconnected(request: Request, generation: Generation, work: Coroutine[Any, Any, T]) -> T:
-    """Await ``work``; if the client disconnects first, cancel the sequence (its slot frees next step)."""
+async def _until_disconnected(
+    request: Request, generation: Generation, work: Coroutine[Any, Any, T]
+) -> T:
+    """Await ``work``; if the client disconnects first, cancel the sequence (freed next step)."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(disconnect_waiter(request)())
     try:

@@ -17,7 +17,9 @@ MAX_STOP_SEQUENCES = 4
 
 
 def _unsupported(name: str, hint: str = "") -> PydanticCustomError:
-    return PydanticCustomError("unsupported_parameter", f"{name} is not supported by this server{hint}")
+    return PydanticCustomError(
+        "unsupported_parameter", f"{name} is not supported by this server{hint}"
+    )
 
 
 class StreamOptions(BaseModel):
@@ -26,7 +28,7 @@ class StreamOptions(BaseModel):
 
 
 class GenerationParameters(BaseModel):
-    """Sampling parameters shared by completions and chat completions (``null`` means the default)."""
+    """Sampling parameters shared by completions and chat (``null`` means the default)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,7 +39,9 @@ class GenerationParameters(BaseModel):
     n: int | None = Field(None, description="Only 1 is supported.")
     stream: bool | None = Field(None, description="Send tokens as server-sent events.")
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = Field(None, description="Up to 4 strings that end the completion.")
+    stop: str | list[str] | None = Field(
+        None, description="Up to 4 strings that end the completion."
+    )
     seed: int | None = Field(None, description="Makes sampling repeatable.")
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
@@ -48,7 +52,9 @@ class GenerationParameters(BaseModel):
     @classmethod
     def _one_choice(cls, value: int | None) -> int | None:
         if value not in (None, 1):
-            raise PydanticCustomError("unsupported_parameter", "only n=1 is supported; send several requests")
+            raise PydanticCustomError(
+                "unsupported_parameter", "only n=1 is supported; send several requests"
+            )
         return value
 
     @field_validator("presence_penalty", "frequency_penalty")
@@ -70,7 +76,9 @@ class GenerationParameters(BaseModel):
     def _check_stop(cls, value: str | list[str] | None) -> str | list[str] | None:
         stops = [value] if isinstance(value, str) else value or []
         if len(stops) > MAX_STOP_SEQUENCES:
-            raise PydanticCustomError("too_many_stops", f"at most {MAX_STOP_SEQUENCES} stop sequences")
+            raise PydanticCustomError(
+                "too_many_stops", f"at most {MAX_STOP_SEQUENCES} stop sequences"
+            )
         if any(not s for s in stops):
             raise PydanticCustomError("empty_stop", "stop sequences must not be empty")
         return value
@@ -176,7 +184,9 @@ class ChatCompletionRequest(GenerationParameters):
     @classmethod
     def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None and value.get("type") != "text":
-            raise PydanticCustomError("unsupported_parameter", "only response_format type 'text' is supported")
+            raise PydanticCustomError(
+                "unsupported_parameter", "only response_format type 'text' is supported"
+            )
         return value
 
 

@@ -72,7 +72,9 @@ class GenerationService:
         )
         service = cls(model, scheduler)
         service.load_seconds = time.perf_counter() - started
-        logger.info("model loaded in %.3f s (context length %d)", service.load_seconds, context_length)
+        logger.info(
+            "model loaded in %.3f s (context length %d)", service.load_seconds, context_length
+        )
         return service
 
     async def start(self) -> None:
@@ -89,7 +91,9 @@ class GenerationService:
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
         if not self.readiness.serving:
             raise NotReady(
-                "the service is shutting down" if self.readiness.draining else "the model is not ready"
+                "the service is shutting down"
+                if self.readiness.draining
+                else "the model is not ready"
             )
         return self.scheduler.submit(prompt_ids, params)
 
@@ -97,7 +101,9 @@ class GenerationService:
         """Refuse new work (readiness 503), let running and waiting sequences finish."""
         self.readiness.draining = True
         finished = await self.scheduler.drain(timeout_s)
-        logger.info("drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s")
+        logger.info(
+            "drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s"
+        )
         return finished
 
 

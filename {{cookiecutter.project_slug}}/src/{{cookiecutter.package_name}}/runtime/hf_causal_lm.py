@@ -41,7 +41,7 @@ class HuggingFaceTokenizer:
         self.eos_token_ids = frozenset(eos_token_ids)
 
     def encode(self, text: str) -> list[int]:
-        # the tokenizer's own special tokens (a BOS for Llama-style models), as the model was trained
+        # with the tokenizer's own special tokens (a BOS for Llama-style models)
         return list(self._tokenizer(text)["input_ids"])
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -49,7 +49,9 @@ class HuggingFaceTokenizer:
 
     def apply_chat_template(self, messages: Sequence[ChatMessage]) -> list[int]:
         if not self._tokenizer.chat_template:
-            raise InvalidInput("this model has no chat template; use /v1/completions", param="messages")
+            raise InvalidInput(
+                "this model has no chat template; use /v1/completions", param="messages"
+            )
         text = self._tokenizer.apply_chat_template(
             [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
         )
@@ -84,7 +86,9 @@ class HuggingFaceCausalLM(nn.Module):
         return output.logits[:, -1], present
 
 
-def load_causal_lm(path: Path, device: Device, dtype: torch.dtype) -> tuple[HuggingFaceCausalLM, HuggingFaceTokenizer, int]:
+def load_causal_lm(
+    path: Path, device: Device, dtype: torch.dtype
+) -> tuple[HuggingFaceCausalLM, HuggingFaceTokenizer, int]:
     """The wrapped model, its tokenizer and its context length, from a local folder."""
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
@@ -104,7 +108,9 @@ def load_causal_lm(path: Path, device: Device, dtype: torch.dtype) -> tuple[Hugg
     model = model.to(str(device)).eval()
     model.requires_grad_(False)
     config = model.config
-    context_length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    context_length = getattr(config, "max_position_embeddings", None) or getattr(
+        config, "n_positions", None
+    )
     if not context_length:
         raise ValueError(f"{path}/config.json names no maximum sequence length")
     eos = model.generation_config.eos_token_id
@@ -114,6 +120,8 @@ def load_causal_lm(path: Path, device: Device, dtype: torch.dtype) -> tuple[Hugg
     layer_types = {type(layer) for layer in DynamicCache(config=config).layers}
     if layer_types - {DynamicLayer}:
         names = ", ".join(sorted(t.__name__ for t in layer_types))
-        raise ValueError(f"unsupported cache layout ({names}): only full-attention key/value caches are served")
+        raise ValueError(
+            f"unsupported cache layout ({names}): only full-attention key/value caches are served"
+        )
     logger.info("Hugging Face model %s (%s) on %s in %s", path, config.model_type, device, dtype)
     return HuggingFaceCausalLM(model), HuggingFaceTokenizer(tokenizer, eos_ids), int(context_length)

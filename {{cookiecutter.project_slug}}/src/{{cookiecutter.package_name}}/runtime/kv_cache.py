@@ -30,7 +30,7 @@ class TokenBatch:
 
 
 def prefill_inputs(prompts: Sequence[Sequence[int]]) -> TokenBatch:
-    """Prompts of any lengths as one left-padded batch (the last column is every prompt's last token)."""
+    """Prompts as one left-padded batch: the last column holds every prompt's last token."""
     width = max(len(p) for p in prompts)
     input_ids = np.zeros((len(prompts), width), dtype=np.int64)
     attention_mask = np.zeros((len(prompts), width), dtype=np.int64)
@@ -61,7 +61,7 @@ def cache_length(cache: SequenceKV) -> int:
 
 
 def stack_caches(caches: Sequence[SequenceKV]) -> list[LayerKV]:
-    """Per layer, ``(batch, kv_heads, longest, head_dim)`` keys and values, left-padded with zeros."""
+    """Per layer, ``(batch, kv_heads, longest, head_dim)`` keys and values, left-padded."""
     if len(caches) == 1:  # nothing to pad: a view, no copy
         return [(_contiguous(k[None]), _contiguous(v[None])) for k, v in caches[0]]
     lengths = [cache_length(c) for c in caches]
@@ -83,7 +83,10 @@ def split_caches(present: Sequence[LayerKV], lengths: Sequence[int]) -> list[Seq
     """Each sequence's cache (its last ``lengths[row]`` positions) out of the batched output."""
     total = int(present[0][0].shape[2])
     return [
-        tuple((keys[row, :, total - length :], values[row, :, total - length :]) for keys, values in present)
+        tuple(
+            (keys[row, :, total - length :], values[row, :, total - length :])
+            for keys, values in present
+        )
         for row, length in enumerate(lengths)
     ]
 

@@ -23,7 +23,7 @@ class SamplingParams:
 
 
 def new_rng(seed: int | None) -> np.random.Generator:
-    """One generator per sequence: a seeded request samples the same tokens whatever it is batched with."""
+    """One generator per sequence: a seeded request samples alike whatever its batch."""
     return np.random.default_rng(seed)
 
 

@@ -19,6 +19,7 @@ call. The waiting queue is bounded: beyond it ``submit`` refuses at once
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -29,7 +30,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import InvalidInput, ModelFailure, NotReady, OutOfMemory, Overloaded, RequestTimeout, ServiceError
+from .errors import (
+    InvalidInput,
+    ModelFailure,
+    NotReady,
+    OutOfMemory,
+    Overloaded,
+    RequestTimeout,
+    ServiceError,
+)
 from .oom import is_out_of_memory, release_cached_memory
 from .sampling import SamplingParams, new_rng, sample
 from .text_stream import TextStream
@@ -91,7 +100,9 @@ class GenerationEvent:
 class Generation:
     """One request's sequence: advanced by the engine thread, read by the request's coroutine."""
 
-    def __init__(self, prompt_ids: Sequence[int], params: SamplingParams, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self, prompt_ids: Sequence[int], params: SamplingParams, tokenizer: Tokenizer
+    ) -> None:
         self.prompt_ids = list(prompt_ids)
         self.params = params
         self.arrived = time.perf_counter()
@@ -190,9 +201,11 @@ class Scheduler:
         self._thread.start()
 
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
-        """Queue a sequence; refuses at once when shutting down or when the waiting queue is full."""
+        """Queue a sequence; refuse at once when shutting down or when too many wait."""
         if self._closed or self._thread is None:
-            raise NotReady("the service is shutting down" if self._closed else "the model is not ready")
+            raise NotReady(
+                "the service is shutting down" if self._closed else "the model is not ready"
+            )
         if not prompt_ids:
             raise InvalidInput("the prompt is empty", param="prompt")
         if len(prompt_ids) + params.max_tokens > self.context_length:
@@ -259,10 +272,8 @@ class Scheduler:
                 if generation.cancelled:
                     self.stats.dropped_cancelled += 1
                 elif now - generation.arrived > self.request_timeout_s:
-                    self._fail(
-                        generation,
-                        RequestTimeout(f"not started within the request timeout of {self.request_timeout_s:g} s"),
-                    )
+                    waited = f"{self.request_timeout_s:g} s"
+                    self._fail(generation, RequestTimeout(f"not started within {waited}"))
                 else:
                     kept.append(generation)
             self._waiting = kept
@@ -313,7 +324,9 @@ class Scheduler:
                 self.stats.decode_batches.append([id(g) for g in batch])
             events = []
             for generation, logits, cache in self._call(
-                self.model.decode, batch, lambda b: ([g.last_token for g in b], [g.cache for g in b])
+                self.model.decode,
+                batch,
+                lambda b: ([g.last_token for g in b], [g.cache for g in b]),
             ):
                 generation.cache = cache
                 self._accept(generation, logits, events)
@@ -328,18 +341,22 @@ class Scheduler:
         batch: list[Generation],
         arguments: Callable[[list[Generation]], tuple[Any, ...]],
     ) -> list[tuple[Generation, np.ndarray, Any]]:
-        """Run one model call; on out-of-memory retry its halves; a failure fails only this batch."""
+        """One model call; on out-of-memory retry its halves; a failure fails this batch only."""
         try:
             logits, caches = function(*arguments(batch))
             if len(logits) != len(batch) or len(caches) != len(batch):
-                raise RuntimeError(f"the model returned {len(logits)} rows for {len(batch)} sequences")
+                raise RuntimeError(
+                    f"the model returned {len(logits)} rows for {len(batch)} sequences"
+                )
             return list(zip(batch, logits, caches, strict=True))
         except Exception as exc:
             if is_out_of_memory(exc):
                 release_cached_memory()
                 if len(batch) > 1:
                     middle = len(batch) // 2
-                    logger.warning("out of memory on %d sequences; retrying as two halves", len(batch))
+                    logger.warning(
+                        "out of memory on %d sequences; retrying as two halves", len(batch)
+                    )
                     return self._call(function, batch[:middle], arguments) + self._call(
                         function, batch[middle:], arguments
                     )
@@ -350,7 +367,12 @@ class Scheduler:
                 self._fail(generation, ModelFailure(f"the model failed: {type(exc).__name__}"))
             return []
 
-    def _accept(self, generation: Generation, logits: np.ndarray, events: list[tuple[Generation, GenerationEvent]]) -> None:
+    def _accept(
+        self,
+        generation: Generation,
+        logits: np.ndarray,
+        events: list[tuple[Generation, GenerationEvent]],
+    ) -> None:
         """Sample the next token, turn it into text, and decide whether the sequence is done."""
         token = sample(logits, generation.params, generation.rng)
         now = time.perf_counter()
@@ -399,10 +421,8 @@ class Scheduler:
     def _deliver(self, events: list[tuple[Generation, GenerationEvent]]) -> None:
         if not events or self._loop is None:
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed event loop: nobody listens any more
             self._loop.call_soon_threadsafe(_put_events, events)
-        except RuntimeError:  # the event loop is closed: nobody is listening any more
-            pass
 
 
 def _put_events(events: list[tuple[Generation, GenerationEvent]]) -> None:

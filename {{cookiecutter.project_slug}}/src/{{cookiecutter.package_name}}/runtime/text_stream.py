@@ -20,7 +20,9 @@ CONTEXT_TOKENS = 6
 
 
 class TextStream:
-    def __init__(self, tokenizer: Tokenizer, prompt_ids: Sequence[int], stop: Sequence[str] = ()) -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, prompt_ids: Sequence[int], stop: Sequence[str] = ()
+    ) -> None:
         self._tokenizer = tokenizer
         self._ids = list(prompt_ids[-CONTEXT_TOKENS:])
         self._prefix_offset = 0
@@ -44,7 +46,7 @@ class TextStream:
         return self._add(text[len(prefix) :])
 
     def flush(self) -> str:
-        """At the end of generation: whatever is still held back (an incomplete character included)."""
+        """At the end: whatever is still held back (an incomplete character included)."""
         out = ""
         if not self.stopped:
             decode = self._tokenizer.decode
@@ -81,7 +83,9 @@ class TextStream:
 
     def _partial_stop_length(self) -> int:
         """Length of the longest tail of the text that begins some stop string."""
-        for length in range(min(len(self._text), max((len(s) for s in self._stop), default=1) - 1), 0, -1):
+        for length in range(
+            min(len(self._text), max((len(s) for s in self._stop), default=1) - 1), 0, -1
+        ):
             tail = self._text[-length:]
             if any(s.startswith(tail) for s in self._stop):
                 return length

@@ -46,7 +46,7 @@ class ByteTokenizer:
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
     def apply_chat_template(self, messages: Sequence[ChatMessage]) -> list[int]:
-        """ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, then the assistant's turn."""
+        """ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, then the reply."""
         ids: list[int] = []
         for message in messages:
             ids.append(self.IM_START)
