@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -79,7 +78,9 @@ def prompt(index: int) -> str:
     return f"Request {index}: tell me a story about " + "lighthouses and ships " * (index % 3 + 1)
 
 
-async def one_request(client: httpx.AsyncClient, model: str, index: int, max_tokens: int, level: Level) -> None:
+async def one_request(
+    client: httpx.AsyncClient, model: str, index: int, max_tokens: int, level: Level
+) -> None:
     body = {
         "model": model,
         "prompt": prompt(index),
@@ -184,9 +185,25 @@ def plot(levels: list[Level], path: Path) -> None:
         x = [level.concurrency for level in rows]
         axes[0].plot(x, [level.tokens_per_s for level in rows], marker="o", label=mode)
         for q, style in ((50, "-"), (99, "--")):
-            axes[1].plot(x, [percentile(lv.ttft, q) * 1000 for lv in rows], style, marker="o", label=f"{mode} p{q}")
-            axes[2].plot(x, [percentile(lv.itl, q) * 1000 for lv in rows], style, marker="o", label=f"{mode} p{q}")
-    titles = ("generated tokens/s (aggregate)", "time to first token (ms)", "inter-token latency (ms)")
+            axes[1].plot(
+                x,
+                [percentile(lv.ttft, q) * 1000 for lv in rows],
+                style,
+                marker="o",
+                label=f"{mode} p{q}",
+            )
+            axes[2].plot(
+                x,
+                [percentile(lv.itl, q) * 1000 for lv in rows],
+                style,
+                marker="o",
+                label=f"{mode} p{q}",
+            )
+    titles = (
+        "generated tokens/s (aggregate)",
+        "time to first token (ms)",
+        "inter-token latency (ms)",
+    )
     for axis, title in zip(axes, titles, strict=True):
         axis.set_title(title)
         axis.set_xlabel("concurrent streams")
@@ -200,11 +217,15 @@ def plot(levels: list[Level], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-path", type=Path, default=Settings.model_fields["model_path"].default)
+    parser.add_argument(
+        "--model-path", type=Path, default=Settings.model_fields["model_path"].default
+    )
     parser.add_argument("--url", help="benchmark this running server instead of starting two")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=0, help="per level; default max(16, 2 x streams)")
+    parser.add_argument(
+        "--requests", type=int, default=0, help="per level; default max(16, 2 x streams)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
 
@@ -239,7 +260,10 @@ def main() -> None:
     if batched and single and idle:
         speedup = batched.tokens_per_s / single.tokens_per_s
         ttft_ratio = percentile(batched.ttft, 50) / percentile(idle.ttft, 50)
-        print(f"\nat {top} streams: continuous batching gives {speedup:.1f}x the tokens/s of one at a time;")
+        print(
+            f"\nat {top} streams: continuous batching gives {speedup:.1f}x the tokens/s "
+            "of one at a time;"
+        )
         print(f"TTFT p50 is {ttft_ratio:.1f}x its value at {idle.concurrency} stream(s)")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "llm.json").write_text(json.dumps([lv.summary() for lv in levels], indent=2) + "\n")
