@@ -1,11 +1,14 @@
 """Per-sequence KV caches <-> the left-padded batch that one model call takes.
 
-Every running sequence owns its cache: one ``(key, value)`` pair per layer,
-each shaped ``(kv_heads, length, head_dim)``. Sequences join and leave the
-batch at every step, so a step stacks the caches of the sequences it runs,
-left-padded to the longest (the attention mask hides the padding), and splits
-what the model returns back into one cache per sequence. The same code serves
-numpy arrays (onnxruntime) and torch tensors on any device.
+Every running sequence owns its cache: per layer, keys and values shaped
+``(kv_heads, length, head_dim)``. Sequences join and leave the batch at every
+step, so a step stacks the caches of the sequences it runs, left-padded to the
+longest (the attention mask hides the padding), and splits what the model
+returns back into one cache per sequence. A cache is a window onto the batched
+output it came from, not a copy: when the next step runs the same sequences,
+that output is passed back as it is, and otherwise each group of sequences
+from one output is gathered in one copy per layer. The same code serves numpy
+arrays (onnxruntime) and torch tensors on any device.
 """
 
 from __future__ import annotations
@@ -17,7 +20,20 @@ from typing import Any
 import numpy as np
 
 LayerKV = tuple[Any, Any]
-SequenceKV = tuple[LayerKV, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceKV:
+    """One sequence's cache: row ``row`` of a batched ``present``, its last ``length`` positions."""
+
+    present: tuple[LayerKV, ...]
+    row: int
+    length: int
+
+    def layer(self, index: int) -> LayerKV:
+        keys, values = self.present[index]
+        start = keys.shape[2] - self.length
+        return keys[self.row, :, start:], values[self.row, :, start:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,44 +73,45 @@ def decode_inputs(tokens: Sequence[int], past_lengths: Sequence[int]) -> TokenBa
 
 
 def cache_length(cache: SequenceKV) -> int:
-    return int(cache[0][0].shape[1])
+    return cache.length
 
 
 def stack_caches(caches: Sequence[SequenceKV]) -> list[LayerKV]:
     """Per layer, ``(batch, kv_heads, longest, head_dim)`` keys and values, left-padded."""
-    if len(caches) == 1:  # nothing to pad: a view, no copy
-        return [(_contiguous(k[None]), _contiguous(v[None])) for k, v in caches[0]]
-    lengths = [cache_length(c) for c in caches]
-    longest = max(lengths)
+    longest = max(c.length for c in caches)
+    first = caches[0].present
+    if (
+        len(first[0][0]) == len(caches)
+        and first[0][0].shape[2] == longest
+        and all(c.present is first and c.row == row for row, c in enumerate(caches))
+    ):
+        return list(first)  # the same sequences as the last step, in order: no copy
+    groups: dict[int, tuple[tuple[LayerKV, ...], list[int], list[int]]] = {}
+    for row, cache in enumerate(caches):
+        _, rows, sources = groups.setdefault(id(cache.present), (cache.present, [], []))
+        rows.append(row)
+        sources.append(cache.row)
     stacked: list[LayerKV] = []
-    for layer in range(len(caches[0])):
-        key0, value0 = caches[0][layer]
-        heads, _, dim = key0.shape
-        keys = _zeros(key0, (len(caches), heads, longest, dim))
-        values = _zeros(value0, (len(caches), heads, longest, dim))
-        for row, (cache, length) in enumerate(zip(caches, lengths, strict=True)):
-            keys[row, :, longest - length :] = cache[layer][0]
-            values[row, :, longest - length :] = cache[layer][1]
+    for layer in range(len(first)):
+        keys0, values0 = first[layer]
+        shape = (len(caches), keys0.shape[1], longest, keys0.shape[3])
+        keys, values = _zeros(keys0, shape), _zeros(values0, shape)
+        for present, rows, sources in groups.values():
+            source_keys, source_values = present[layer]
+            width = min(longest, source_keys.shape[2])
+            # one gather per group; rows shorter than ``width`` carry masked padding along
+            keys[rows, :, longest - width :] = source_keys[sources, :, source_keys.shape[2] - width :]
+            values[rows, :, longest - width :] = source_values[sources, :, source_values.shape[2] - width :]
         stacked.append((keys, values))
     return stacked
 
 
 def split_caches(present: Sequence[LayerKV], lengths: Sequence[int]) -> list[SequenceKV]:
-    """Each sequence's cache (its last ``lengths[row]`` positions) out of the batched output."""
-    total = int(present[0][0].shape[2])
-    return [
-        tuple(
-            (keys[row, :, total - length :], values[row, :, total - length :])
-            for keys, values in present
-        )
-        for row, length in enumerate(lengths)
-    ]
+    """One cache per sequence (its last ``lengths[row]`` positions) over the batched output."""
+    shared = tuple(present)
+    return [SequenceKV(shared, row, length) for row, length in enumerate(lengths)]
 
 
 def _zeros(like: Any, shape: tuple[int, ...]) -> Any:
     new_zeros = getattr(like, "new_zeros", None)  # torch: same dtype and device
     return new_zeros(shape) if new_zeros is not None else np.zeros(shape, dtype=like.dtype)
-
-
-def _contiguous(array: Any) -> Any:
-    return np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array
