@@ -16,7 +16,7 @@ def test_env_prefix_is_the_package_name() -> None:
 def test_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 {%- if cookiecutter.workload == 'llm' %}
     monkeypatch.setenv(f"{ENV_PREFIX}MAX_RUNNING_SEQUENCES", "8")
-    monkeypatch.setenv(f"{ENV_PREFIX}MAX_TOKENS_PER_STEP", "512")
+    monkeypatch.setenv(f"{ENV_PREFIX}MAX_TOKENS_PER_STEP", "1024")
 {%- else %}
     monkeypatch.setenv(f"{ENV_PREFIX}MAX_BATCH_SIZE", "8")
     monkeypatch.setenv(f"{ENV_PREFIX}MAX_BATCH_WAIT_MS", "5")
@@ -28,7 +28,7 @@ def test_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(_env_file=None)
 {%- if cookiecutter.workload == 'llm' %}
     assert settings.max_running_sequences == 8
-    assert settings.max_tokens_per_step == 512
+    assert settings.max_tokens_per_step == 1024
 {%- else %}
     assert settings.max_batch_size == 8
     assert settings.max_batch_wait_s == pytest.approx(0.005)

@@ -4,7 +4,12 @@ Starts the service (``python -m {{ cookiecutter.package_name }}``) on a free loc
 MAX_RUNNING_SEQUENCES=32 (continuous batching) and then =1 (one sequence at a
 time), and drives each with 1, 8 and 32 concurrent streaming clients over the
 OpenAI completions API. Every client sends its next request as soon as the
-previous one ends (a closed loop), greedy, ``max_tokens`` tokens each.
+previous one ends (a closed loop), greedy, completions of 64 to 128 tokens.
+
+Streams start 25 ms apart (no thundering herd at time zero) and the model
+runs with INTRA_OP_THREADS=1 by default (``--threads``): on a small machine
+the engine, the event loop and this client share the cores, and a spinning
+multi-threaded runtime starves the other two.
 
 Per level it reports aggregate generated tokens/s, time to first token (TTFT:
 request sent -> first text chunk) and inter-token latency (ITL: gaps between
@@ -35,6 +40,7 @@ from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 MODES = {"continuous batching": 32, "one at a time": 1}
+STAGGER_S = 0.025
 
 
 @dataclass
@@ -42,6 +48,7 @@ class Level:
     mode: str
     concurrency: int
     requests: int = 0
+    errors: int = 0
     tokens: int = 0
     seconds: float = 0.0
     ttft: list[float] = field(default_factory=list)
@@ -56,6 +63,7 @@ class Level:
             "mode": self.mode,
             "concurrency": self.concurrency,
             "requests": self.requests,
+            "errors": self.errors,
             "tokens": self.tokens,
             "seconds": round(self.seconds, 3),
             "tokens_per_s": round(self.tokens_per_s, 1),
@@ -74,8 +82,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def prompt(index: int) -> str:
-    """Prompts of different lengths (20-60 bytes), so batches hold ragged sequences."""
-    return f"Request {index}: tell me a story about " + "lighthouses and ships " * (index % 3 + 1)
+    """Prompts of 10 to 45 bytes, so batches hold ragged sequences."""
+    return f"Story {index}: " + "once upon a time " * (index % 3)
+
+
+def completion_length(index: int, max_tokens: int) -> int:
+    """Lengths spread over [max_tokens / 2, max_tokens]: sequences finish at different steps."""
+    return max_tokens // 2 + (index * 37) % (max_tokens // 2 + 1)
 
 
 async def one_request(
@@ -84,7 +97,7 @@ async def one_request(
     body = {
         "model": model,
         "prompt": prompt(index),
-        "max_tokens": max_tokens,
+        "max_tokens": completion_length(index, max_tokens),
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
@@ -92,7 +105,9 @@ async def one_request(
     sent = time.perf_counter()
     last = None
     async with client.stream("POST", "/v1/completions", json=body) as response:
-        response.raise_for_status()
+        if response.status_code != 200:
+            level.errors += 1
+            return
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -117,12 +132,13 @@ async def run_level(url: str, mode: str, concurrency: int, requests: int, max_to
         await one_request(client, model, 0, 4, Level(mode, 1))  # connection and caches warm
         counter = iter(range(requests))
 
-        async def stream() -> None:
+        async def stream(number: int) -> None:
+            await asyncio.sleep(number * STAGGER_S)
             for index in counter:
                 await one_request(client, model, index, max_tokens, level)
 
         started = time.perf_counter()
-        await asyncio.gather(*(stream() for _ in range(concurrency)))
+        await asyncio.gather(*(stream(n) for n in range(concurrency)))
         level.seconds = time.perf_counter() - started
     return level
 
@@ -133,7 +149,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_path: Path, max_running: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    model_path: Path, max_running: int, threads: int
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
@@ -142,7 +160,9 @@ def start_server(model_path: Path, max_running: int) -> tuple[subprocess.Popen[b
         f"{ENV_PREFIX}PORT": str(port),
         f"{ENV_PREFIX}MAX_RUNNING_SEQUENCES": str(max_running),
         f"{ENV_PREFIX}MAX_WAITING_SEQUENCES": "1024",
+        f"{ENV_PREFIX}REQUEST_TIMEOUT_S": "3600",  # one at a time, 32 streams wait long
         f"{ENV_PREFIX}LOG_LEVEL": "WARNING",
+        f"{ENV_PREFIX}INTRA_OP_THREADS": str(threads),
     }
     server = subprocess.Popen([sys.executable, "-m", PACKAGE], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -161,12 +181,15 @@ def start_server(model_path: Path, max_running: int) -> tuple[subprocess.Popen[b
 
 
 def table(levels: list[Level]) -> str:
-    header = "| mode | streams | requests | tokens/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |"
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    header = (
+        "| mode | streams | requests | errors | tokens/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |"
+    )
+    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for level in levels:
         s = level.summary()
         lines.append(
-            f"| {s['mode']} | {s['concurrency']} | {s['requests']} | {s['tokens_per_s']:.0f} "
+            f"| {s['mode']} | {s['concurrency']} | {s['requests']} | {s['errors']} "
+            f"| {s['tokens_per_s']:.0f} "
             f"| {s['ttft_p50_ms']:.0f} ms | {s['ttft_p99_ms']:.0f} ms "
             f"| {s['itl_p50_ms']:.1f} ms | {s['itl_p99_ms']:.1f} ms |"
         )
@@ -222,10 +245,11 @@ def main() -> None:
     )
     parser.add_argument("--url", help="benchmark this running server instead of starting two")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--max-tokens", type=int, default=128, help="longest completion")
     parser.add_argument(
         "--requests", type=int, default=0, help="per level; default max(16, 2 x streams)"
     )
+    parser.add_argument("--threads", type=int, default=1, help="INTRA_OP_THREADS of the servers")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
     args = parser.parse_args()
 
@@ -239,7 +263,7 @@ def main() -> None:
     for mode, url, running in targets:
         server = None
         if url is None:
-            server, url = start_server(args.model_path, running)
+            server, url = start_server(args.model_path, running, args.threads)
         try:
             for concurrency in args.concurrency:
                 requests = args.requests or max(16, 2 * concurrency)

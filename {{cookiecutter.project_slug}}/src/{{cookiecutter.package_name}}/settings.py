@@ -132,7 +132,7 @@ class Settings(BaseSettings):
         "with Retry-After.",
     )
     max_tokens_per_step: int = Field(
-        2048,
+        512,
         ge=1,
         description="Prompt tokens prefilled in one step plus one per running sequence: bounds "
         "how long running streams pause for new prompts (one waiting prompt is always "
