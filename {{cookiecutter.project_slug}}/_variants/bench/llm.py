@@ -1,9 +1,9 @@
 """Benchmark continuous batching against one-at-a-time serving: same model, same run.
 
-Starts the service (``python -m {{ cookiecutter.package_name }}``) on a free local port twice, with
-MAX_RUNNING_SEQUENCES=32 (continuous batching) and then =1 (one sequence at a
-time), and drives each with 1, 8 and 32 concurrent streaming clients over the
-OpenAI completions API. Every client sends its next request as soon as the
+Starts the service (``python -m {{ cookiecutter.package_name }}``) twice on free local ports, with
+MAX_RUNNING_SEQUENCES=32 (continuous batching) and =1 (one sequence at a
+time), and drives each in turn with 1, 8 and 32 concurrent streaming clients
+over the OpenAI completions API. Every client sends its next request as soon as the
 previous one ends (a closed loop), greedy, completions of 64 to 128 tokens.
 
 Streams start 25 ms apart (no thundering herd at time zero) and the model
@@ -181,9 +181,7 @@ def start_server(
 
 
 def table(levels: list[Level]) -> str:
-    header = (
-        "| mode | streams | requests | errors | tokens/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |"
-    )
+    header = "| mode | streams | requests | errors | tokens/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |"
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for level in levels:
         s = level.summary()
@@ -254,26 +252,27 @@ def main() -> None:
     args = parser.parse_args()
 
     levels: list[Level] = []
-    if args.url:
-        targets = [("server", args.url, None)]
-    else:
-        if not args.model_path.exists():
+    servers: dict[str, tuple[subprocess.Popen[bytes] | None, str]] = {}
+    try:
+        if args.url:
+            servers["server"] = (None, args.url)
+        elif not args.model_path.exists():
             raise SystemExit(f"{args.model_path} does not exist: run `make model` first")
-        targets = [(mode, None, running) for mode, running in MODES.items()]
-    for mode, url, running in targets:
-        server = None
-        if url is None:
-            server, url = start_server(args.model_path, running, args.threads)
-        try:
-            for concurrency in args.concurrency:
+        else:  # both up at once, levels interleaved: load on the machine drifts alike for both
+            for mode, running in MODES.items():
+                servers[mode] = start_server(args.model_path, running, args.threads)
+        for concurrency in args.concurrency:
+            for mode, (_, url) in servers.items():
                 requests = args.requests or max(16, 2 * concurrency)
                 level = asyncio.run(run_level(url, mode, concurrency, requests, args.max_tokens))
                 levels.append(level)
                 print(table([level]).splitlines()[-1], flush=True)
-        finally:
+    finally:
+        for server, _ in servers.values():
             if server is not None:
                 server.terminate()
                 server.wait(timeout=60)
+    levels.sort(key=lambda level: (list(servers).index(level.mode), level.concurrency))
 
     print()
     print(table(levels))

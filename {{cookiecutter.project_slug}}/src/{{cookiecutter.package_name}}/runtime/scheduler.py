@@ -287,6 +287,7 @@ class Scheduler:
                 break
             admitted.append(self._waiting.popleft())
             budget -= cost
+        self._prefilling = admitted  # still holding slots while their prompts run
         return admitted
 
     def _step(self, admitted: list[Generation]) -> None:
@@ -307,12 +308,11 @@ class Scheduler:
             if self._keep_history:
                 self.stats.prefill_batches.append([id(g) for g in admitted])
             events: list[tuple[Generation, GenerationEvent]] = []
-            self._prefilling = admitted
-            for generation, logits, cache in self._call(
+            for generation, logits, cache, best in self._call(
                 self.model.prefill, admitted, lambda batch: ([g.prompt_ids for g in batch],)
             ):
                 generation.cache = cache
-                self._accept(generation, logits, events)
+                self._accept(generation, logits, best, events)
             self._running += [g for g in admitted if not g.finished]
             self._prefilling = []
             self._deliver(events)  # first tokens go out before the decode step runs
@@ -323,13 +323,13 @@ class Scheduler:
             if self._keep_history:
                 self.stats.decode_batches.append([id(g) for g in batch])
             events = []
-            for generation, logits, cache in self._call(
+            for generation, logits, cache, best in self._call(
                 self.model.decode,
                 batch,
                 lambda b: ([g.last_token for g in b], [g.cache for g in b]),
             ):
                 generation.cache = cache
-                self._accept(generation, logits, events)
+                self._accept(generation, logits, best, events)
             self._running = [g for g in batch if not g.finished]
             self._deliver(events)
         self._observer.tokens_generated(self.stats.tokens - before)
@@ -340,7 +340,7 @@ class Scheduler:
         function: Callable[..., tuple[np.ndarray, list[Any]]],
         batch: list[Generation],
         arguments: Callable[[list[Generation]], tuple[Any, ...]],
-    ) -> list[tuple[Generation, np.ndarray, Any]]:
+    ) -> list[tuple[Generation, np.ndarray, Any, int]]:
         """One model call; on out-of-memory retry its halves; a failure fails this batch only."""
         try:
             logits, caches = function(*arguments(batch))
@@ -348,7 +348,8 @@ class Scheduler:
                 raise RuntimeError(
                     f"the model returned {len(logits)} rows for {len(batch)} sequences"
                 )
-            return list(zip(batch, logits, caches, strict=True))
+            best = np.asarray(logits).argmax(axis=-1)  # greedy choices, one call for the batch
+            return list(zip(batch, logits, caches, best.tolist(), strict=True))
         except Exception as exc:
             if is_out_of_memory(exc):
                 release_cached_memory()
@@ -371,10 +372,12 @@ class Scheduler:
         self,
         generation: Generation,
         logits: np.ndarray,
+        best: int,
         events: list[tuple[Generation, GenerationEvent]],
     ) -> None:
         """Sample the next token, turn it into text, and decide whether the sequence is done."""
-        token = sample(logits, generation.params, generation.rng)
+        params = generation.params
+        token = best if params.greedy else sample(logits, params, generation.rng)
         now = time.perf_counter()
         if generation.completion_tokens == 0:
             self._observer.first_token(now - generation.arrived)
