@@ -181,7 +181,10 @@ def start_server(
 
 
 def table(levels: list[Level]) -> str:
-    header = "| mode | streams | requests | errors | tokens/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |"
+    header = (
+        "| mode | streams | requests | errors | tokens/s "
+        "| TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |"
+    )
     lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for level in levels:
         s = level.summary()

@@ -98,10 +98,11 @@ def stack_caches(caches: Sequence[SequenceKV]) -> list[LayerKV]:
         keys, values = _zeros(keys0, shape), _zeros(values0, shape)
         for present, rows, sources in groups.values():
             source_keys, source_values = present[layer]
-            width = min(longest, source_keys.shape[2])
+            total = source_keys.shape[2]
+            width = min(longest, total)
             # one gather per group; rows shorter than ``width`` carry masked padding along
-            keys[rows, :, longest - width :] = source_keys[sources, :, source_keys.shape[2] - width :]
-            values[rows, :, longest - width :] = source_values[sources, :, source_values.shape[2] - width :]
+            keys[rows, :, longest - width :] = source_keys[sources, :, total - width :]
+            values[rows, :, longest - width :] = source_values[sources, :, total - width :]
         stacked.append((keys, values))
     return stacked
 
