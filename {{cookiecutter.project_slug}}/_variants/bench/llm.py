@@ -204,15 +204,17 @@ def plot(levels: list[Level], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for mode in dict.fromkeys(level.mode for level in levels):
+    for number, mode in enumerate(dict.fromkeys(level.mode for level in levels)):
+        color = f"C{number}"
         rows = [level for level in levels if level.mode == mode]
         x = [level.concurrency for level in rows]
-        axes[0].plot(x, [level.tokens_per_s for level in rows], marker="o", label=mode)
+        axes[0].plot(x, [lv.tokens_per_s for lv in rows], marker="o", color=color, label=mode)
         for q, style in ((50, "-"), (99, "--")):
             axes[1].plot(
                 x,
                 [percentile(lv.ttft, q) * 1000 for lv in rows],
                 style,
+                color=color,
                 marker="o",
                 label=f"{mode} p{q}",
             )
@@ -220,6 +222,7 @@ def plot(levels: list[Level], path: Path) -> None:
                 x,
                 [percentile(lv.itl, q) * 1000 for lv in rows],
                 style,
+                color=color,
                 marker="o",
                 label=f"{mode} p{q}",
             )
