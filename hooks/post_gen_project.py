@@ -7,8 +7,11 @@ Files that exist in several versions live in ``_variants/<kind>/<key>.py``
 (key = workload, or workload_backend) and one of them is moved to its place
 (``VARIANTS``); ``OVERRIDES`` name variants that replace a shared file only
 for the options that have one. Files that belong to one option value are
-listed in ``OWNED_BY`` and removed when another value was chosen; files that
-need several values at once are listed in ``OWNED_BY_ALL``.
+listed in ``OWNED_BY`` and removed when another value was chosen. A path
+listed under several options exists only when every one of them has a value
+that lists it (GPU metrics: device=gpu and monitoring=prometheus; the Hugging
+Face loader: workload=llm and backend=torch). Directories left empty are
+removed.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ OPTIONS: dict[str, str] = json.loads(
         "device": cookiecutter.device,
         "batching": cookiecutter.batching,
         "monitoring": cookiecutter.monitoring,
+        "kubernetes": cookiecutter.kubernetes,
     } | tojson }}"""
 )
 
@@ -52,6 +56,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/images.py",
             "tests/images.py",
             "tests/test_classify.py",
+            "tests/test_resilience.py",
             "tests/test_v2.py",
         ],
         "llm": [
@@ -68,6 +73,9 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_llm_model.py",
             "tests/test_scheduler.py",
             "tests/test_text.py",
+            # with backend=torch only (listed there too)
+            f"{PACKAGE}/runtime/hf_causal_lm.py",
+            "tests/test_hf_model.py",
         ],
     },
     "backend": {
@@ -75,21 +83,31 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/onnxruntime_backend.py",
             "tests/test_device_onnxruntime.py",
         ],
-        "torch": [f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"],
+        "torch": [
+            f"{PACKAGE}/runtime/torch_backend.py",
+            "tests/test_device_torch.py",
+            f"{PACKAGE}/runtime/hf_causal_lm.py",  # with workload=llm only
+            "tests/test_hf_model.py",
+        ],
+    },
+    "device": {
+        "gpu": [f"{PACKAGE}/gpu_metrics.py", "tests/test_gpu_metrics.py"],
     },
     "monitoring": {
-        "prometheus": [f"{PACKAGE}/metrics.py"],
+        "prometheus": [
+            f"{PACKAGE}/metrics.py",
+            f"{PACKAGE}/gpu_metrics.py",
+            "tests/test_metrics.py",
+            "tests/test_gpu_metrics.py",
+            "deploy/prometheus",
+            "deploy/grafana",
+        ],
+    },
+    "kubernetes": {
+        "yes": ["deploy/k8s"],
     },
 }
 
-
-# files that exist only when every listed option has the listed value
-OWNED_BY_ALL: list[tuple[dict[str, str], list[str]]] = [
-    (
-        {"workload": "llm", "backend": "torch"},
-        [f"{PACKAGE}/runtime/hf_causal_lm.py", "tests/test_hf_model.py"],
-    ),
-]
 
 
 def remove(path: Path) -> None:
@@ -117,19 +135,20 @@ def place_variants(root: Path, options: dict[str, str]) -> None:
 
 
 def prune(root: Path, options: dict[str, str]) -> None:
-    keep: set[str] = set()
     for option, owners in OWNED_BY.items():
-        keep.update(owners.get(options[option], []))
-    for option, owners in OWNED_BY.items():
+        chosen = set(owners.get(options[option], []))
         for value, paths in owners.items():
             if value != options[option]:
                 for path in paths:
-                    if path not in keep:
+                    if path not in chosen:
                         remove(root / path)
-    for combination, paths in OWNED_BY_ALL:
-        if any(options[option] != value for option, value in combination.items()):
-            for path in paths:
-                remove(root / path)
+    remove_empty_dirs(root)
+
+
+def remove_empty_dirs(root: Path) -> None:
+    for directory in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        if not any(directory.iterdir()):
+            directory.rmdir()
 
 
 def main() -> int:

@@ -6,14 +6,17 @@ PACKAGE = "src/ai_service"
 
 COMMON = {
     ".dockerignore",
+    ".github/workflows/ci.yml",
     ".gitignore",
     "Dockerfile",
     "Makefile",
     "README.md",
+    "compose.yaml",
     "pyproject.toml",
     "scripts/make_demo_model.py",
     f"{PACKAGE}/__init__.py",
     f"{PACKAGE}/__main__.py",
+    f"{PACKAGE}/healthcheck.py",
     f"{PACKAGE}/api/__init__.py",
     f"{PACKAGE}/api/deps.py",
     f"{PACKAGE}/api/health.py",
@@ -34,7 +37,9 @@ COMMON = {
     "tests/__init__.py",
     "tests/conftest.py",
     "tests/test_auth.py",
+    "tests/test_fuzz.py",
     "tests/test_health.py",
+    "tests/test_healthcheck.py",
     "tests/test_settings.py",
 }
 
@@ -46,6 +51,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         f"{PACKAGE}/runtime/images.py",
         "tests/images.py",
         "tests/test_classify.py",
+        "tests/test_resilience.py",
         "tests/test_v2.py",
     },
     ("workload", "llm"): {
@@ -69,12 +75,31 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_device_onnxruntime.py",
     },
     ("backend", "torch"): {f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"},
-    ("monitoring", "prometheus"): {f"{PACKAGE}/metrics.py"},
+    ("monitoring", "prometheus"): {
+        f"{PACKAGE}/metrics.py",
+        "tests/test_metrics.py",
+        "deploy/prometheus/prometheus.yml",
+        "deploy/grafana/provisioning/datasources/datasource.yml",
+        "deploy/grafana/provisioning/dashboards/dashboards.yml",
+        "deploy/grafana/dashboards/inference.json",
+    },
+    ("kubernetes", "yes"): {
+        "deploy/k8s/README.md",
+        "deploy/k8s/configmap.yaml",
+        "deploy/k8s/deployment.yaml",
+        "deploy/k8s/hpa.yaml",
+        "deploy/k8s/kustomization.yaml",
+        "deploy/k8s/pdb.yaml",
+        "deploy/k8s/service.yaml",
+    },
 }
 
-
-# files that need several option values at once
-BY_OPTIONS: list[tuple[dict[str, str], set[str]]] = [
+# Files that need several option values at once.
+BY_COMBINATION: list[tuple[dict[str, str], set[str]]] = [
+    (
+        {"device": "gpu", "monitoring": "prometheus"},
+        {f"{PACKAGE}/gpu_metrics.py", "tests/test_gpu_metrics.py"},
+    ),
     (
         {"workload": "llm", "backend": "torch"},
         {f"{PACKAGE}/runtime/hf_causal_lm.py", "tests/test_hf_model.py"},
@@ -87,7 +112,7 @@ def expected_files(combination: dict[str, str]) -> set[str]:
     for (option, value), paths in BY_OPTION.items():
         if combination.get(option) == value:
             files |= paths
-    for options, paths in BY_OPTIONS:
-        if all(combination.get(option) == value for option, value in options.items()):
+    for values, paths in BY_COMBINATION:
+        if all(combination.get(option) == value for option, value in values.items()):
             files |= paths
     return files
