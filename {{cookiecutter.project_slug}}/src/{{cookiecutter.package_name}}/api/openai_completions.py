@@ -42,12 +42,16 @@ from .openai_schemas import (
     ModelList,
     Usage,
 )
-from .responses import ERROR_RESPONSES
+from .responses import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 STARTED = int(time.time())
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 T = TypeVar("T")
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    404: {"model": ErrorBody, "description": "No model of that name is served here"},
+}
 
 
 @router.get("/models", response_model=ModelList, summary="The served model")
@@ -55,9 +59,7 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=[_model_card(request)])
 
 
-@router.get(
-    "/models/{name}", response_model=ModelCard, summary="One model", responses=ERROR_RESPONSES
-)
+@router.get("/models/{name}", response_model=ModelCard, summary="One model", responses=RESPONSES)
 async def retrieve_model(name: str, request: Request) -> ModelCard:
     _check_model(name, get_settings(request))
     return _model_card(request)
@@ -67,7 +69,7 @@ async def retrieve_model(name: str, request: Request) -> ModelCard:
     "/completions",
     response_model=CompletionResponse,
     summary="Complete a prompt (stream=true: server-sent events)",
-    responses=ERROR_RESPONSES,
+    responses=RESPONSES,
 )
 async def create_completion(
     body: CompletionRequest, request: Request, service: GenerationService = Depends(get_service)
@@ -106,7 +108,7 @@ async def create_completion(
     "/chat/completions",
     response_model=ChatCompletionResponse,
     summary="Answer a conversation (stream=true: server-sent events)",
-    responses=ERROR_RESPONSES,
+    responses=RESPONSES,
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, service: GenerationService = Depends(get_service)

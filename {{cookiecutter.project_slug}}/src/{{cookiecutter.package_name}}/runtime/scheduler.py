@@ -70,6 +70,8 @@ class GenerationObserver(Protocol):
 
     def sequences(self, running: int, waiting: int) -> None: ...
 
+    def batch_computed(self, size: int, compute_s: float) -> None: ...
+
 
 class NullGenerationObserver:
     def sequence_admitted(self, prompt_tokens: int) -> None:
@@ -85,6 +87,9 @@ class NullGenerationObserver:
         pass
 
     def sequences(self, running: int, waiting: int) -> None:
+        pass
+
+    def batch_computed(self, size: int, compute_s: float) -> None:
         pass
 
 
@@ -343,7 +348,9 @@ class Scheduler:
     ) -> list[tuple[Generation, np.ndarray, Any, int]]:
         """One model call; on out-of-memory retry its halves; a failure fails this batch only."""
         try:
+            started = time.perf_counter()
             logits, caches = function(*arguments(batch))
+            self._observer.batch_computed(len(batch), time.perf_counter() - started)
             if len(logits) != len(batch) or len(caches) != len(batch):
                 raise RuntimeError(
                     f"the model returned {len(logits)} rows for {len(batch)} sequences"
