@@ -54,6 +54,20 @@ def test_a_padded_batch_matches_each_sequence_alone(model: Model) -> None:
         assert cache_length(step_caches[i]) == cache_length(alone_cache[0]) == len(prompt) + 1
 
 
+def test_sequences_from_different_steps_batch_together(model: Model) -> None:
+    """A decode batch mixes caches of several earlier calls, in any order, some left out."""
+    first = [model.tokenizer.encode(t) for t in ("one prompt", "another, longer prompt")]
+    second = [model.tokenizer.encode("joined later")]
+    logits_a, caches_a = model.prefill(first)
+    logits_b, caches_b = model.prefill(second)
+    tokens = [int(logits_b[0].argmax()), int(logits_a[1].argmax())]
+    mixed, _ = model.decode(tokens, [caches_b[0], caches_a[1]])  # caches_a[0] left the batch
+    for row, (prompt, token) in enumerate(zip([second[0], first[1]], tokens, strict=True)):
+        _, cache = model.prefill([prompt])
+        alone, _ = model.decode([token], cache)
+        np.testing.assert_allclose(mixed[row], alone[0], **TOLERANCE)
+
+
 def test_vocabulary_matches_the_tokenizer(model: Model) -> None:
     logits, _ = model.prefill([model.tokenizer.encode("x")])
     assert logits.shape == (1, model.tokenizer.vocab_size)
