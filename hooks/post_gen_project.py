@@ -55,6 +55,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/arrays.py",
             f"{PACKAGE}/runtime/images.py",
             "tests/images.py",
+            "tests/test_batcher.py",  # drives the batcher through /v1/classify
             "tests/test_classify.py",
             "tests/test_resilience.py",
             "tests/test_v2.py",
