@@ -35,6 +35,13 @@ VARIANTS: dict[str, str] = {
     f"{PACKAGE}/workload.py": "_variants/workload/{workload}.py",
     "scripts/make_demo_model.py": "_variants/demo_model/{workload}_{backend}.py",
 }
+# Like VARIANTS, but placed only where the template has a variant for the chosen options
+# (a workload without its own benchmark yet gets none; only onnxruntime embeddings
+# services need the script that exports the real MiniLM to ONNX).
+OPTIONAL_VARIANTS: dict[str, str] = {
+    "scripts/bench.py": "_variants/bench/{workload}.py",
+    "scripts/export_minilm_onnx.py": "_variants/export/{workload}_{backend}.py",
+}
 
 # option -> value -> paths that exist only for that value
 OWNED_BY: dict[str, dict[str, list[str]]] = {
@@ -46,6 +53,14 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/images.py",
             "tests/test_classify.py",
             "tests/test_v2.py",
+        ],
+        "embeddings": [
+            f"{PACKAGE}/api/embeddings.py",
+            f"{PACKAGE}/api/openai_models.py",
+            f"{PACKAGE}/runtime/tokens.py",
+            "tests/test_embeddings.py",
+            "tests/test_embeddings_batching.py",
+            "tests/test_embeddings_real_model.py",
         ],
     },
     "backend": {
@@ -73,6 +88,12 @@ def place_variants(root: Path, options: dict[str, str]) -> None:
         target = root / destination
         target.parent.mkdir(parents=True, exist_ok=True)
         source.replace(target)
+    for destination, pattern in OPTIONAL_VARIANTS.items():
+        source = root / pattern.format(**options)
+        if source.is_file():
+            target = root / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
     remove(root / "_variants")
 
 

@@ -48,6 +48,9 @@ def create_app(settings: Settings | None = None, model_factory: Callable[[Settin
             max_queue_size=settings.max_queue_size,
             request_timeout_s=settings.request_timeout_s,
             observer=metrics,
+{%- if cookiecutter.workload == 'embeddings' %}
+            max_batch_cost=settings.max_batch_tokens,
+{%- endif %}
         )
         app.state.service = service
         await service.start(lambda size: workload.example_payload(service.model, size))

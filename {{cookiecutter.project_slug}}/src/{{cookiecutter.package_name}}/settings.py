@@ -54,6 +54,31 @@ class Settings(BaseSettings):
     )
     max_top_k: int = Field(100, ge=1, description="Upper bound of the `k` query parameter.")
 {%- endif %}
+{%- if cookiecutter.workload == 'embeddings' %}
+    max_input_tokens: int | None = Field(
+        None,
+        ge=2,
+        description="Longest input in tokens, special tokens included. Default: the model's "
+        "own limit (`max_seq_length` of sentence_bert_config.json beside the model, else "
+        "`max_position_embeddings` of config.json); a larger value fails start-up.",
+    )
+    truncate: bool = Field(
+        False,
+        description="Inputs longer than MAX_INPUT_TOKENS: false answers 400 "
+        "(`context_length_exceeded`, as OpenAI does), true embeds their first "
+        "MAX_INPUT_TOKENS tokens (as sentence-transformers does).",
+    )
+    max_batch_tokens: int = Field(
+        8192,
+        ge=2,
+        description="Most input tokens one model call receives, summed over its inputs "
+        "(besides MAX_BATCH_SIZE items). Bounds activation memory; a longer request is "
+        "split over several calls.",
+    )
+    max_inputs_per_request: int = Field(
+        2048, ge=1, description="Most strings one request may embed (OpenAI's limit is 2048)."
+    )
+{%- endif %}
     model_instances: int = Field(
         1,
         ge=1,

@@ -16,6 +16,11 @@ Guarantees:
   cancelled item is dropped before it reaches the model;
 - an exception fails only the batch it happened in; an out-of-memory error
   splits the batch in halves and retries down to single items.
+
+Optional cost budget: a payload may also carry a ``cost`` (for text models, its
+tokens) and ``max_batch_cost`` then bounds a batch's total cost as well as its
+item count. A payload that costs more than the budget on its own still runs,
+alone in its batch, so nothing starves.
 """
 
 from __future__ import annotations
@@ -77,6 +82,7 @@ class _WorkItem:
     size: int
     future: asyncio.Future[Any]
     enqueued_at: float
+    cost: int = 0
 
 
 @dataclass(slots=True)
@@ -109,6 +115,7 @@ class Batcher(Generic[InstanceT]):
         max_queue_size: int,
         observer: BatchObserver | None = None,
         keep_batch_sizes: bool = False,
+        max_batch_cost: int | None = None,
     ) -> None:
         if not instances:
             raise ValueError("at least one model instance is needed")
@@ -117,9 +124,11 @@ class Batcher(Generic[InstanceT]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue_size = max_queue_size
+        self.max_batch_cost = max_batch_cost
         self._observer: BatchObserver = observer or NullObserver()
         self._queue: deque[_WorkItem] = deque()
         self._queued_rows = 0
+        self._queued_cost = 0
         self._executing = 0
         self._closed = False
         self._not_empty = asyncio.Event()
@@ -181,8 +190,8 @@ class Batcher(Generic[InstanceT]):
         return finished
 
     # --- request side ----------------------------------------------------------
-    def submit(self, payload: Any, size: int = 1) -> asyncio.Future[Any]:
-        """Queue a payload of ``size`` items; the future resolves to its result."""
+    def submit(self, payload: Any, size: int = 1, cost: int = 0) -> asyncio.Future[Any]:
+        """Queue a payload of ``size`` items (and ``cost``); the future resolves to its result."""
         if self._closed:
             raise NotReady("the service is shutting down")
         if size > self.max_batch_size:
@@ -196,12 +205,13 @@ class Batcher(Generic[InstanceT]):
             )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_WorkItem(payload, size, future, loop.time()))
+        self._queue.append(_WorkItem(payload, size, future, loop.time(), cost))
         self._queued_rows += size
+        self._queued_cost += cost
         self._idle.clear()
         self._observer.queue_depth(len(self._queue))
         self._not_empty.set()
-        if self._queued_rows >= self.max_batch_size:
+        if self._full_batch_waiting():
             self._full.set()
         return future
 
@@ -210,6 +220,7 @@ class Batcher(Generic[InstanceT]):
         payload: Any,
         size: int = 1,
         *,
+        cost: int = 0,
         timeout_s: float,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
@@ -219,7 +230,7 @@ class Batcher(Generic[InstanceT]):
         the client has gone, the item is cancelled (skipped before compute) and
         ``ClientDisconnected`` is raised.
         """
-        future = self.submit(payload, size)
+        future = self.submit(payload, size, cost)
         if disconnected is None:
             try:
                 return await asyncio.wait_for(future, timeout_s)
@@ -257,7 +268,7 @@ class Batcher(Generic[InstanceT]):
                     return None
                 self._not_empty.clear()
                 await self._not_empty.wait()
-            if self._queued_rows < self.max_batch_size and self.max_wait_s > 0:
+            if not self._full_batch_waiting() and self.max_wait_s > 0:
                 delay = self._queue[0].enqueued_at + self.max_wait_s - loop.time()
                 if delay > 0 and not self._closed:
                     self._full.clear()
@@ -269,18 +280,32 @@ class Batcher(Generic[InstanceT]):
             if batch:
                 return batch
 
+    def _full_batch_waiting(self) -> bool:
+        """Enough is queued to fill a batch, by items or by cost."""
+        if self._queued_rows >= self.max_batch_size:
+            return True
+        return self.max_batch_cost is not None and self._queued_cost >= self.max_batch_cost
+
+    def _fits(self, batch: list[_WorkItem], rows: int, cost: int, item: _WorkItem) -> bool:
+        if rows + item.size > self.max_batch_size:
+            return False
+        # the first item always fits the cost budget: one costlier than it runs alone
+        return not batch or self.max_batch_cost is None or cost + item.cost <= self.max_batch_cost
+
     def _take(self) -> list[_WorkItem]:
         batch: list[_WorkItem] = []
-        rows = 0
-        while self._queue and rows + self._queue[0].size <= self.max_batch_size:
+        rows = cost = 0
+        while self._queue and self._fits(batch, rows, cost, self._queue[0]):
             item = self._queue.popleft()
             self._queued_rows -= item.size
+            self._queued_cost -= item.cost
             if item.future.done():  # cancelled: timed out or client gone
                 self.stats.skipped_cancelled += 1
                 continue
             batch.append(item)
             rows += item.size
-        if self._queued_rows < self.max_batch_size:
+            cost += item.cost
+        if not self._full_batch_waiting():
             self._full.clear()
         self._observer.queue_depth(len(self._queue))
         return batch

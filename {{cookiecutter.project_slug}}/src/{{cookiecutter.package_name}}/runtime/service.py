@@ -47,6 +47,7 @@ class InferenceService(Generic[ModelT]):
         max_queue_size: int,
         request_timeout_s: float,
         observer: BatchObserver | None = None,
+        max_batch_cost: int | None = None,
     ) -> None:
         self.models = list(models)
         self.request_timeout_s = request_timeout_s
@@ -57,6 +58,7 @@ class InferenceService(Generic[ModelT]):
             max_wait_s=max_wait_s,
             max_queue_size=max_queue_size,
             observer=observer,
+            max_batch_cost=max_batch_cost,
         )
         self.readiness = Readiness()
         self.load_seconds = 0.0
@@ -93,13 +95,18 @@ class InferenceService(Generic[ModelT]):
         payload: Any,
         size: int = 1,
         *,
+        cost: int = 0,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
         if not self.readiness.serving:
             raise NotReady("the model is not ready" if not self.readiness.draining else "the service is shutting down")
         try:
             return await self.batcher.infer(
-                payload, size, timeout_s=self.request_timeout_s, disconnected=disconnected
+                payload,
+                size,
+                cost=cost,
+                timeout_s=self.request_timeout_s,
+                disconnected=disconnected,
             )
         except ClientDisconnected:
             raise ClientClosedRequest("the client closed the connection") from None
