@@ -48,15 +48,33 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_classify.py",
         "tests/test_v2.py",
     },
+    ("workload", "embeddings"): {
+        f"{PACKAGE}/api/embeddings.py",
+        f"{PACKAGE}/api/openai_models.py",
+        f"{PACKAGE}/runtime/tokens.py",
+        "scripts/bench.py",
+        "tests/test_embeddings.py",
+        "tests/test_embeddings_batching.py",
+        "tests/test_embeddings_real_model.py",
+    },
     ("backend", "onnxruntime"): {f"{PACKAGE}/runtime/onnxruntime_backend.py"},
     ("backend", "torch"): {f"{PACKAGE}/runtime/torch_backend.py"},
     ("monitoring", "prometheus"): {f"{PACKAGE}/metrics.py", "tests/test_metrics.py"},
 }
 
 
+# files that exist only when several options hold at once
+BY_COMBINATION: list[tuple[dict[str, str], set[str]]] = [
+    ({"workload": "embeddings", "backend": "onnxruntime"}, {"scripts/export_minilm_onnx.py"}),
+]
+
+
 def expected_files(combination: dict[str, str]) -> set[str]:
     files = set(COMMON)
     for (option, value), paths in BY_OPTION.items():
         if combination.get(option) == value:
+            files |= paths
+    for options, paths in BY_COMBINATION:
+        if all(combination.get(option) == value for option, value in options.items()):
             files |= paths
     return files

@@ -97,7 +97,7 @@ def test_vectors_match_sentence_transformers(
     assert ours.shape == reference.shape == (len(TEXTS), 384)
     norms = np.linalg.norm(ours, axis=1) * np.linalg.norm(reference, axis=1)
     cosine = (ours * reference).sum(axis=1) / norms
-    print(f"\ncosine to sentence-transformers: min {cosine.min():.7f}, mean {cosine.mean():.7f}")
+    print(f"\ncosine to sentence-transformers: min {cosine.min():.9f}, mean {cosine.mean():.9f}")
     assert cosine.min() >= 0.9999
     assert response.usage.prompt_tokens > 256
 
