@@ -50,10 +50,20 @@ def test_bakes_cleanly(bake, combination: dict[str, str]) -> None:
     assert not leftover_markup(project), "\n".join(leftover_markup(project))
     files = generated_files(project)
     expected = expected_files(combination)
-    assert files == expected, f"unexpected: {sorted(files - expected)}; missing: {sorted(expected - files)}"
-    assert_ok(run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], project), "ruff check")
-    assert_ok(run([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "."], project), "ruff format")
-    assert_ok(run([sys.executable, "-m", "compileall", "-q", "src", "tests", "scripts"], project), "compileall")
+    assert files == expected, (
+        f"unexpected: {sorted(files - expected)}; missing: {sorted(expected - files)}"
+    )
+    assert_ok(
+        run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], project), "ruff check"
+    )
+    assert_ok(
+        run([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "."], project),
+        "ruff format",
+    )
+    assert_ok(
+        run([sys.executable, "-m", "compileall", "-q", "src", "tests", "scripts"], project),
+        "compileall",
+    )
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def test_pad_masks_the_padding() -> None:
 class RowIdModel:
     """Embeds a sequence as [first id, length]: enough to see which row went where."""
 
-    def embed(self, batch: list[list[int]]) -> np.ndarray:
+    def predict(self, batch: list[list[int]]) -> np.ndarray:
         return np.array([[s[0], len(s)] for s in batch], dtype=np.float32)
 
 

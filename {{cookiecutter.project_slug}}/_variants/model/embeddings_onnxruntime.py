@@ -6,7 +6,7 @@ The service reads only what this module defines:
   at start-up, and set ``dimensions`` and ``max_input_tokens``;
 - ``Model.tokenize(texts)``: strings -> token ids (special tokens included), cut
   at ``max_input_tokens`` and flagged when cut; runs before batching;
-- ``Model.embed(sequences)``: a batch of token-id lists -> ``(N, dimensions)``
+- ``Model.predict(sequences)``: a batch of token-id lists -> ``(N, dimensions)``
   float32, L2-normalised; it runs in a worker thread, never on the event loop;
 - ``supports_dimensions``: whether OpenAI's ``dimensions`` may shorten vectors
   (only for models trained for it, "Matryoshka" embeddings).
@@ -63,16 +63,20 @@ class Model:
             raise ValueError(
                 f"model has no input(s) {sorted(missing)} (it has {sorted(self._input_names)})"
             )
-        if OUTPUT not in {o.name for o in self._session.get_outputs()}:
-            raise ValueError(f"model has no output named {OUTPUT!r}")
+        outputs = [o.name for o in self._session.get_outputs()]
+        if outputs[0] != OUTPUT:
+            raise ValueError(f"the model's first output must be {OUTPUT!r} (it has {outputs})")
         self.max_input_tokens = token_limit(folder, self.settings.max_input_tokens)
         self._tokenizer = load_tokenizer(folder / "tokenizer.json", self.max_input_tokens)
-        self.dimensions = int(self.embed([self.tokenize(["dimension probe"])[0].ids]).shape[1])
+        size = self._session.get_outputs()[0].shape[-1]
+        if not isinstance(size, int):  # a symbolic dimension: ask the model
+            size = self.predict([self.tokenize(["dimension probe"])[0].ids]).shape[1]
+        self.dimensions = int(size)
 
     def tokenize(self, texts: list[str]) -> list[Tokens]:
         return tokenize(self._tokenizer, texts)
 
-    def embed(self, sequences: list[list[int]]) -> np.ndarray:
+    def predict(self, sequences: list[list[int]]) -> np.ndarray:
         input_ids, attention_mask = pad(sequences, PAD_ID)
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._input_names:

@@ -7,7 +7,7 @@ The service reads only what this module defines:
   at start-up, and set ``dimensions`` and ``max_input_tokens``;
 - ``Model.tokenize(texts)``: strings -> token ids (special tokens included), cut
   at ``max_input_tokens`` and flagged when cut; runs before batching;
-- ``Model.embed(sequences)``: a batch of token-id lists -> ``(N, dimensions)``
+- ``Model.predict(sequences)``: a batch of token-id lists -> ``(N, dimensions)``
   float32, L2-normalised; it runs in a worker thread, never on the event loop;
 - ``supports_dimensions``: whether OpenAI's ``dimensions`` may shorten vectors
   (only for models trained for it, "Matryoshka" embeddings).
@@ -196,7 +196,7 @@ class Model:
         return tokenize(self._tokenizer, texts)
 
     @torch.inference_mode()
-    def embed(self, sequences: list[list[int]]) -> np.ndarray:
+    def predict(self, sequences: list[list[int]]) -> np.ndarray:
         input_ids, attention_mask = (
             torch.from_numpy(array).to(str(self.device)) for array in pad(sequences, PAD_ID)
         )

@@ -3,6 +3,7 @@
 On SIGTERM (or Ctrl-C) readiness turns 503 at once so load balancers stop
 sending traffic, new inference requests are refused with 503, queued and
 running requests finish (at most SHUTDOWN_TIMEOUT_S), and the process exits 0.
+A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -42,14 +43,16 @@ class DrainingServer(uvicorn.Server):
         self._draining = True
         loop = asyncio.get_running_loop()
         # a signal handler interrupts the loop mid-step: schedule, do not run, the drain
-        loop.call_soon_threadsafe(self._start_drain, service, sig, frame)
+        loop.call_soon_threadsafe(self._start_drain, service)
 
-    def _start_drain(self, service: Any, sig: int, frame: FrameType | None) -> None:
-        self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit(service, sig, frame))
+    def _start_drain(self, service: Any) -> None:
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit(service))
 
-    async def _drain_then_exit(self, service: Any, sig: int, frame: FrameType | None) -> None:
+    async def _drain_then_exit(self, service: Any) -> None:
         await service.drain(self.shutdown_timeout_s)
-        super().handle_exit(sig, frame)
+        # a completed drain is a clean shutdown: exit 0 (uvicorn's own handler would
+        # re-raise the signal at exit, and the process would end with status 143)
+        self.should_exit = True
 
 
 def main() -> None:

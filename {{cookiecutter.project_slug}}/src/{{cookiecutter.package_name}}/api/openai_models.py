@@ -1,4 +1,4 @@
-"""OpenAI's model listing: ``GET /v1/models`` and ``GET /v1/models/{model}``."""
+"""OpenAI's model listing: ``GET /v1/models`` and ``GET /v1/models/{name}``."""
 
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ async def list_models(request: Request) -> ModelList:
 
 
 @router.get(
-    "/v1/models/{model}",
+    "/v1/models/{name}",
     response_model=ModelCard,
     summary="One served model",
     responses={404: ERROR_RESPONSES[400] | {"description": "No such model"}},
 )
-async def retrieve_model(model: str, request: Request) -> ModelCard:
+async def retrieve_model(name: str, request: Request) -> ModelCard:
     card = served_model(request)
-    if model != card.id:
-        raise ModelNotFound(f"model {model!r} is not served here", param="model")
+    if name != card.id:
+        raise ModelNotFound(f"model {name!r} is not served here", param="model")
     return card

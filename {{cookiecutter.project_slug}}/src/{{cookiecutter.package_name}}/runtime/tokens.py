@@ -104,7 +104,7 @@ def chunk(sequences: Sequence[list[int]], max_items: int, max_tokens: int) -> li
 
 
 class EmbeddingModel(Protocol):
-    def embed(self, sequences: list[list[int]]) -> np.ndarray: ...
+    def predict(self, sequences: list[list[int]]) -> np.ndarray: ...
 
 
 def run_embedding_batch(
@@ -112,9 +112,9 @@ def run_embedding_batch(
 ) -> list[np.ndarray]:
     """Embed every payload's inputs in one model call; give each payload its own rows back."""
     sequences = [sequence for payload in payloads for sequence in payload]
-    vectors = model.embed(sequences)
+    vectors = model.predict(sequences)
     if len(vectors) != len(sequences):
-        raise RuntimeError(f"embed returned {len(vectors)} vectors for {len(sequences)} inputs")
+        raise RuntimeError(f"predict returned {len(vectors)} vectors for {len(sequences)} inputs")
     results: list[np.ndarray] = []
     start = 0
     for payload in payloads:

@@ -21,7 +21,9 @@ def gpu_count() -> int:
 
 
 def select_device(settings: Settings) -> Device:
-    device = resolve_device(settings.device, gpu_count=gpu_count(), cpu_fallback=settings.cpu_fallback)
+    device = resolve_device(
+        settings.device, gpu_count=gpu_count(), cpu_fallback=settings.cpu_fallback
+    )
     if device.is_cuda:
         configure_cuda(settings, device)
     return device
