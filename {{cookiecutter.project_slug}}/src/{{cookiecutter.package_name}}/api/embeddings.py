@@ -162,6 +162,7 @@ async def embed_all(
     finally:
         for task in (*tasks, watcher):
             task.cancel()
+        await asyncio.gather(*tasks, watcher, return_exceptions=True)  # collect, never leak
     return np.concatenate(results, axis=0)
 
 
@@ -192,7 +193,15 @@ async def create_embeddings(
     if not settings.truncate:
         check_lengths(tokens, model.max_input_tokens, single=isinstance(body.input, str))
     sequences = [item.ids for item in tokens]
-    payloads = chunk(sequences, service.batcher.max_batch_size, settings.max_batch_tokens)
+    batcher = service.batcher
+    payloads = chunk(sequences, batcher.max_batch_size, settings.max_batch_tokens)
+    if len(payloads) > batcher.max_queue_size:
+        raise InvalidInput(
+            f"input needs {len(payloads)} model calls (MAX_BATCH_SIZE={batcher.max_batch_size}, "
+            f"MAX_BATCH_TOKENS={settings.max_batch_tokens}), more than the queue holds "
+            f"({batcher.max_queue_size}); send fewer inputs per request",
+            param="input",
+        )
     vectors = shorten(await embed_all(service, request, payloads), body.dimensions)
     prompt_tokens = sum(map(len, sequences))
     answer = {
