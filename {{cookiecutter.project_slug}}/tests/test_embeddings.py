@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from tokenizers import Tokenizer
 
 from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.runtime.errors import StartupFailed
 
 from .conftest import live_server, make_settings
 
@@ -25,6 +26,7 @@ TEXTS = [
     "café, naïve, résumé: accents are normalised",
     "12345 !?",
 ]
+JSON_HEADERS = {"content-type": "application/json"}
 LONG_TEXT = " ".join(
     ["people often read a long book"] * 40
 )  # about 240 tokens, over the demo's 128
@@ -131,6 +133,8 @@ def http(model_path: Path) -> Iterator[TestClient]:
         ({"input": ["ok", ""]}, "input", "item 1"),
         ({"input": [[101, 2023, 102]]}, "input", "token arrays"),
         ({"input": [101, 2023]}, "input", "token arrays"),
+        ({"input": "lone \ud800 surrogate"}, "input", "not valid Unicode"),
+        ({"input": ["ok", "\udfff"]}, "input", "item 1 is not valid Unicode"),
         ({"input": None}, "input", "non-empty"),
         ({"input": "hi", "encoding_format": "int8"}, "encoding_format", "float"),
         ({"input": "hi", "dimensions": 0}, "dimensions", "greater than or equal to 1"),
@@ -143,7 +147,9 @@ def http(model_path: Path) -> Iterator[TestClient]:
 def test_bad_input_answers_400_naming_the_field(
     http: TestClient, body: dict[str, Any], param: str, fragment: str
 ) -> None:
-    response = http.post("/v1/embeddings", json=body)
+    # json.dumps escapes lone surrogates as JSON allows (httpx's json= would refuse them)
+    content = json.dumps(body)
+    response = http.post("/v1/embeddings", content=content, headers=JSON_HEADERS)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["param"] == param
@@ -159,9 +165,7 @@ def test_too_long_input_has_openai_code(http: TestClient) -> None:
 
 
 def test_malformed_json_answers_400(http: TestClient) -> None:
-    response = http.post(
-        "/v1/embeddings", content=b'{"input": "x"', headers={"content-type": "application/json"}
-    )
+    response = http.post("/v1/embeddings", content=b'{"input": "x"', headers=JSON_HEADERS)
     assert response.status_code == 400
     assert "error" in response.json()
 
@@ -194,7 +198,7 @@ def test_max_input_tokens_lowers_the_limit(model_path: Path) -> None:
 
 def test_max_input_tokens_over_the_model_limit_fails_startup(model_path: Path) -> None:
     with (
-        pytest.raises(ValueError, match="exceeds the model's limit"),
+        pytest.raises(StartupFailed, match="exceeds the model's limit"),
         TestClient(create_app(make_settings(model_path, max_input_tokens=4096))),
     ):
         pass

@@ -25,7 +25,7 @@ from ..runtime.errors import InvalidInput, ModelNotFound
 from ..runtime.service import InferenceService
 from ..runtime.tokens import Tokens, chunk
 from .deps import disconnect_waiter, get_service, get_settings
-from .responses import ERROR_RESPONSES
+from .responses import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(tags=["embeddings"])
 
@@ -56,6 +56,8 @@ class EmbeddingRequest(BaseModel):
         if isinstance(value, str):
             if not value:
                 raise PydanticCustomError("empty_input", "must not be an empty string")
+            if not is_unicode(value):
+                raise PydanticCustomError("invalid_input", "is not valid Unicode (lone surrogate)")
             return value
         if not isinstance(value, list) or not value:
             raise PydanticCustomError(
@@ -76,7 +78,20 @@ class EmbeddingRequest(BaseModel):
                 raise PydanticCustomError(
                     "empty_input", "item {index} is an empty string", {"index": index}
                 )
+            if not is_unicode(item):
+                raise PydanticCustomError(
+                    "invalid_input", "item {index} is not valid Unicode", {"index": index}
+                )
         return value
+
+
+def is_unicode(text: str) -> bool:
+    """False for text with lone surrogates: JSON allows ``"\\ud800"``, tokenizers refuse it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Embedding(BaseModel):
@@ -170,7 +185,7 @@ async def embed_all(
     "/v1/embeddings",
     response_model=EmbeddingResponse,
     summary="Embed one string or a list of strings (OpenAI-compatible)",
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, 404: {"model": ErrorBody, "description": "Unknown `model`"}},
 )
 async def create_embeddings(
     body: EmbeddingRequest, request: Request, service: InferenceService[Any] = Depends(get_service)

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from ..runtime.errors import ModelNotFound
 from .deps import get_settings
-from .responses import ERROR_RESPONSES
+from .responses import ErrorBody
 
 router = APIRouter(tags=["models"])
 # `created` is when this process started: the API wants a timestamp, not a training date
@@ -43,7 +43,7 @@ async def list_models(request: Request) -> ModelList:
     "/v1/models/{name}",
     response_model=ModelCard,
     summary="One served model",
-    responses={404: ERROR_RESPONSES[400] | {"description": "No such model"}},
+    responses={404: {"model": ErrorBody, "description": "No such model"}},
 )
 async def retrieve_model(name: str, request: Request) -> ModelCard:
     card = served_model(request)
