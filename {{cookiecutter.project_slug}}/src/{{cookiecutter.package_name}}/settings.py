@@ -72,7 +72,7 @@ class Settings(BaseSettings):
         ge=2,
         description="Most input tokens one model call receives, summed over its inputs "
         "(besides MAX_BATCH_SIZE items). Bounds activation memory; a longer request is "
-        "split over several calls.",
+        "split over several calls, and a single input longer than this runs alone.",
     )
     max_inputs_per_request: int = Field(
         2048, ge=1, description="Most strings one request may embed (OpenAI's limit is 2048)."
