@@ -26,6 +26,7 @@ OPTIONS: dict[str, str] = json.loads(
         "device": cookiecutter.device,
         "batching": cookiecutter.batching,
         "monitoring": cookiecutter.monitoring,
+        "kubernetes": cookiecutter.kubernetes,
     } | tojson }}"""
 )
 
@@ -54,6 +55,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/arrays.py",
             f"{PACKAGE}/runtime/images.py",
             "tests/images.py",
+            "tests/test_batcher.py",
             "tests/test_classify.py",
             "tests/test_resilience.py",
             "tests/test_v2.py",
@@ -86,6 +88,9 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "deploy/prometheus",
             "deploy/grafana",
         ],
+    },
+    "kubernetes": {
+        "yes": ["deploy/k8s"],
     },
 }
 

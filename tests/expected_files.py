@@ -6,15 +6,20 @@ PACKAGE = "src/ai_service"
 
 COMMON = {
     ".dockerignore",
+    ".github/workflows/ci.yml",
     ".gitignore",
     "Dockerfile",
     "Makefile",
     "README.md",
+    "compose.yaml",
     "pyproject.toml",
+    "scripts/bench.py",
     "scripts/make_demo_model.py",
     f"{PACKAGE}/__init__.py",
     f"{PACKAGE}/__main__.py",
+    f"{PACKAGE}/healthcheck.py",
     f"{PACKAGE}/api/__init__.py",
+    f"{PACKAGE}/api/bench.py",
     f"{PACKAGE}/api/deps.py",
     f"{PACKAGE}/api/health.py",
     f"{PACKAGE}/api/responses.py",
@@ -36,6 +41,7 @@ COMMON = {
     "tests/test_auth.py",
     "tests/test_fuzz.py",
     "tests/test_health.py",
+    "tests/test_healthcheck.py",
     "tests/test_settings.py",
 }
 
@@ -46,6 +52,8 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         f"{PACKAGE}/runtime/arrays.py",
         f"{PACKAGE}/runtime/images.py",
         "tests/images.py",
+        # its fakes speak the vision contract (v2, /v1/classify); see the embeddings report
+        "tests/test_batcher.py",
         "tests/test_classify.py",
         "tests/test_resilience.py",
         "tests/test_v2.py",
@@ -71,6 +79,15 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "deploy/grafana/provisioning/datasources/datasource.yml",
         "deploy/grafana/provisioning/dashboards/dashboards.yml",
         "deploy/grafana/dashboards/inference.json",
+    },
+    ("kubernetes", "yes"): {
+        "deploy/k8s/README.md",
+        "deploy/k8s/configmap.yaml",
+        "deploy/k8s/deployment.yaml",
+        "deploy/k8s/hpa.yaml",
+        "deploy/k8s/kustomization.yaml",
+        "deploy/k8s/pdb.yaml",
+        "deploy/k8s/service.yaml",
     },
 }
 

@@ -220,14 +220,19 @@ def test_a_request_over_the_token_budget_is_split_and_kept_in_order(model_path: 
     )
 
 
-def test_a_request_needing_more_calls_than_the_queue_holds_is_refused(model_path: Path) -> None:
-    settings = make_settings(model_path, max_batch_size=1, max_batch_wait_ms=0, max_queue_size=4)
+@pytest.mark.parametrize("max_batch_size", [1, 4])
+def test_a_request_larger_than_the_queue_is_refused(model_path: Path, max_batch_size: int) -> None:
+    settings = make_settings(
+        model_path, max_batch_size=max_batch_size, max_batch_wait_ms=0, max_queue_size=4
+    )
     with TestClient(create_app(settings)) as http:
         refused = http.post("/v1/embeddings", json={"input": ["a", "b", "c", "d", "e"]})
-        assert http.post("/v1/embeddings", json={"input": ["a", "b", "c", "d"]}).status_code == 200
+        accepted = http.post("/v1/embeddings", json={"input": ["a", "b", "c", "d"]})
     assert refused.status_code == 400
     assert refused.json()["error"]["param"] == "input"
     assert "more than the queue holds" in refused.json()["error"]["message"]
+    assert accepted.status_code == 200
+    assert len(accepted.json()["data"]) == 4
 
 
 def test_float_json_is_plain_numbers(http: TestClient) -> None:

@@ -1,15 +1,22 @@
-"""Batching text by items and by tokens: the request splitter and the batcher's cost budget."""
+"""Batching text by inputs and tokens (request splitter, batcher cost budget), disconnects."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.runtime.batcher import Batcher
 from {{ cookiecutter.package_name }}.runtime.tokens import chunk, pad, run_embedding_batch
+
+from .conftest import make_settings, running_app
 
 
 def sequences(*lengths: int) -> list[list[int]]:
@@ -68,7 +75,7 @@ def run_batcher(
             max_queue_size=100,
             max_batch_cost=max_batch_cost,
         )
-        futures = [batcher.submit((index, cost), 1, cost) for index, cost in enumerate(costs)]
+        futures = [batcher.submit((i, cost), 1, cost=cost) for i, cost in enumerate(costs)]
         batcher.start()
         results = await asyncio.gather(*futures)
         await batcher.drain(5)
@@ -96,14 +103,12 @@ def test_without_a_budget_only_items_count() -> None:
 
 @pytest.mark.parametrize("budget", [64, 1000])
 def test_a_full_token_budget_dispatches_without_waiting(budget: int) -> None:
-    """With the budget reached the batch leaves at once, not after max_wait."""
-    dispatched: list[float] = []
+    """Another request is on its way, so a batch would wait for it, unless its budget is full."""
+    dispatched: list[Any] = []
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-
         def run_batch(model: Any, payloads: list[Any]) -> list[Any]:
-            dispatched.append(loop.time())
+            dispatched.extend(payloads)
             return payloads
 
         batcher: Batcher[Any] = Batcher(
@@ -115,15 +120,72 @@ def test_a_full_token_budget_dispatches_without_waiting(budget: int) -> None:
             max_batch_cost=budget,
         )
         batcher.start()
-        started = loop.time()
-        future = batcher.submit("x", 1, 64)
-        if budget > 64:  # the budget is not reached: the batch waits for more, so drain it
-            await asyncio.sleep(0.05)
-            assert not dispatched
-            await batcher.drain(10)
-        else:
-            await asyncio.wait_for(future, 1.0)
-            assert dispatched[0] - started < 1.0
-            await batcher.drain(1)
+        arriving = batcher.admit()  # a request still reading its body
+        future = batcher.submit("x", 1, cost=64)
+        await asyncio.sleep(0.1)
+        assert dispatched == (["x"] if budget <= 64 else [])
+        arriving.release()  # nothing else is coming: what waits goes now
+        assert await asyncio.wait_for(future, 1.0) == "x"
+        await batcher.drain(1)
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_disconnects_is_dropped_before_compute(model_path: Path) -> None:
+    """While the model is busy, a request whose client has gone never reaches it (499)."""
+    gate = threading.Event()
+    calls: list[int] = []
+
+    class GatedModel(Model):
+        serving = False
+
+        def predict(self, sequences: list[list[int]]) -> np.ndarray:
+            if self.serving:
+                calls.append(len(sequences))
+                gate.wait(timeout=30)
+            return super().predict(sequences)
+
+    app = create_app(make_settings(model_path, max_batch_size=1), model_factory=GatedModel)
+
+    async def gone_client() -> int:
+        """Send a whole request, then disconnect at once; return the status it was given."""
+        body = json.dumps({"input": "nobody waits for this"}).encode()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/v1/embeddings",
+            "raw_path": b"/v1/embeddings",
+            "query_string": b"",
+            "headers": [(b"content-type", b"application/json")],
+            "client": ("127.0.0.1", 1),
+            "server": ("testserver", 80),
+        }
+        await app(scope, receive, send)
+        return statuses[0]
+
+    async def scenario() -> None:
+        async with running_app(app) as client:
+            app.state.service.model.serving = True
+            busy = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": "first"}))
+            while not calls:  # the first request holds the only worker
+                await asyncio.sleep(0.01)
+            assert await gone_client() == 499
+            gate.set()
+            assert (await busy).status_code == 200
+            assert app.state.service.batcher.stats.skipped == 1
+        assert calls == [1]  # only the first request reached the model
 
     asyncio.run(scenario())

@@ -13,14 +13,15 @@ import asyncio
 import base64
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
-from starlette.concurrency import run_in_threadpool
 
+from ..runtime.batcher import Admission
 from ..runtime.errors import InvalidInput, ModelNotFound
 from ..runtime.service import InferenceService
 from ..runtime.tokens import Tokens, chunk
@@ -156,21 +157,32 @@ def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
 def shared_waiter(request: Request) -> tuple[asyncio.Task[Any], Callable[[], Awaitable[Any]]]:
     """One disconnect watcher for all payloads of a request (only one reader may receive())."""
     task = asyncio.ensure_future(disconnect_waiter(request)())
-    return task, lambda: asyncio.shield(task)
+
+    async def disconnected() -> None:
+        await asyncio.shield(task)  # cancelling one payload's watch leaves the others'
+
+    return task, disconnected
 
 
 async def embed_all(
-    service: InferenceService[Any], request: Request, payloads: list[list[list[int]]]
+    service: InferenceService[Any],
+    request: Request,
+    payloads: list[list[list[int]]],
+    admissions: list[Admission],
 ) -> np.ndarray:
     """Submit every payload at once; on the first failure the others are cancelled (and skipped)."""
     watcher, disconnected = shared_waiter(request)
     tasks = [
         asyncio.ensure_future(
             service.infer(
-                payload, len(payload), cost=sum(map(len, payload)), disconnected=disconnected
+                payload,
+                len(payload),
+                cost=sum(map(len, payload)),
+                admission=admission,
+                disconnected=disconnected,
             )
         )
-        for payload in payloads
+        for payload, admission in zip(payloads, admissions, strict=True)
     ]
     try:
         results = await asyncio.gather(*tasks)
@@ -202,22 +214,25 @@ async def create_embeddings(
             f"input has {len(texts)} items; at most {settings.max_inputs_per_request} per request",
             param="input",
         )
-    model = service.model
-    check_dimensions(body.dimensions, model)
-    tokens = await run_in_threadpool(model.tokenize, texts)
-    if not settings.truncate:
-        check_lengths(tokens, model.max_input_tokens, single=isinstance(body.input, str))
-    sequences = [item.ids for item in tokens]
-    batcher = service.batcher
-    payloads = chunk(sequences, batcher.max_batch_size, settings.max_batch_tokens)
-    if len(payloads) > batcher.max_queue_size:
+    if len(texts) > service.batcher.max_queue_size:
         raise InvalidInput(
-            f"input needs {len(payloads)} model calls (MAX_BATCH_SIZE={batcher.max_batch_size}, "
-            f"MAX_BATCH_TOKENS={settings.max_batch_tokens}), more than the queue holds "
-            f"({batcher.max_queue_size}); send fewer inputs per request",
+            f"input has {len(texts)} items, more than the queue holds "
+            f"(MAX_QUEUE_SIZE={service.batcher.max_queue_size}); send fewer per request",
             param="input",
         )
-    vectors = shorten(await embed_all(service, request, payloads), body.dimensions)
+    model = service.model
+    check_dimensions(body.dimensions, model)
+    with ExitStack() as held:
+        admissions = [held.enter_context(service.admit())]  # 503 at once when full
+        tokens = await service.preprocess(model.tokenize, texts)
+        if not settings.truncate:
+            check_lengths(tokens, model.max_input_tokens, single=isinstance(body.input, str))
+        sequences = [item.ids for item in tokens]
+        payloads = chunk(sequences, service.batcher.max_batch_size, settings.max_batch_tokens)
+        # one admission per payload: each is queued as a request of its own
+        admissions += [held.enter_context(service.admit()) for _ in payloads[1:]]
+        vectors = await embed_all(service, request, payloads, admissions)
+    vectors = shorten(vectors, body.dimensions)
     prompt_tokens = sum(map(len, sequences))
     answer = {
         "object": "list",

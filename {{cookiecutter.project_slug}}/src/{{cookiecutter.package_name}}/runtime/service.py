@@ -1,21 +1,34 @@
-"""The loaded model, its batcher and the readiness state, as one object the routes use."""
+"""The loaded model, its batcher and the readiness state, as one object the routes use.
+
+A route serves one inference like this::
+
+    with service.admit() as admission:          # 503 at once when full or not ready
+        body = await request.body()
+        payload = await service.preprocess(model.preprocess, body)  # off the event loop
+        result = await service.infer(payload, admission=admission,
+                                     disconnected=disconnect_waiter(request))
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
-from .batcher import Batcher, BatchObserver, ClientDisconnected, RunBatch
+from .batcher import Admission, Batcher, BatchObserver, ClientDisconnected, RunBatch
 from .errors import NotReady, ServiceError
 from .warmup import warm_up
 
 logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ClientClosedRequest(ServiceError):
@@ -34,6 +47,11 @@ class Readiness:
     @property
     def serving(self) -> bool:
         return self.ready and not self.draining
+
+
+def preprocess_threads() -> int:
+    """Threads for decoding and resizing: image codecs release the GIL, so one per core."""
+    return max(2, os.cpu_count() or 1)
 
 
 class InferenceService(Generic[ModelT]):
@@ -59,6 +77,9 @@ class InferenceService(Generic[ModelT]):
             max_queue_size=max_queue_size,
             observer=observer,
             max_batch_cost=max_batch_cost,
+        )
+        self._preprocess_pool = ThreadPoolExecutor(
+            max_workers=preprocess_threads(), thread_name_prefix="preprocess"
         )
         self.readiness = Readiness()
         self.load_seconds = 0.0
@@ -86,9 +107,29 @@ class InferenceService(Generic[ModelT]):
 
     async def start(self, example_payload: Callable[[int], Any]) -> None:
         """Warm up, start the batching workers and report ready."""
-        self.warmup_seconds = await warm_up(self.batcher, example_payload)
+        device = getattr(self.model, "device", None)
+        # cuDNN autotunes per input shape: on a GPU every batch size is warmed, not a sample
+        every_size = bool(getattr(device, "is_cuda", False))
+        self.warmup_seconds = await warm_up(self.batcher, example_payload, every_size=every_size)
         self.batcher.start()
         self.readiness.ready = True
+
+    def admit(self) -> Admission:
+        """Admit a request before reading its body; 503 at once when full or not serving."""
+        if not self.readiness.serving:
+            raise NotReady(
+                "the service is shutting down" if self.readiness.draining else "not ready"
+            )
+        return self.batcher.admit()
+
+    async def preprocess(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run CPU-heavy input handling (decode, resize, parse) off the event loop."""
+        loop = asyncio.get_running_loop()
+        if kwargs:
+            return await loop.run_in_executor(
+                self._preprocess_pool, lambda: function(*args, **kwargs)
+            )
+        return await loop.run_in_executor(self._preprocess_pool, function, *args)
 
     async def infer(
         self,
@@ -96,13 +137,13 @@ class InferenceService(Generic[ModelT]):
         size: int = 1,
         *,
         cost: int = 0,
+        admission: Admission | None = None,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
-        if not self.readiness.serving:
+        """Batch the payload with others and return its own result (``cost``: see the batcher)."""
+        if admission is None and not self.readiness.serving:
             raise NotReady(
-                "the model is not ready"
-                if not self.readiness.draining
-                else "the service is shutting down"
+                "the service is shutting down" if self.readiness.draining else "not ready"
             )
         try:
             return await self.batcher.infer(
@@ -111,6 +152,7 @@ class InferenceService(Generic[ModelT]):
                 cost=cost,
                 timeout_s=self.request_timeout_s,
                 disconnected=disconnected,
+                admission=admission,
             )
         except ClientDisconnected:
             raise ClientClosedRequest("the client closed the connection") from None
@@ -119,6 +161,7 @@ class InferenceService(Generic[ModelT]):
         """Refuse new work (readiness 503), finish queued and running batches."""
         self.readiness.draining = True
         finished = await self.batcher.drain(timeout_s)
+        self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
         logger.info(
             "drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s"
         )
