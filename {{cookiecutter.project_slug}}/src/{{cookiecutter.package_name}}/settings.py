@@ -145,9 +145,14 @@ class Settings(BaseSettings):
         "batch is dispatched at once, and so is one that no admitted request can still join.",
     )
     max_queue_size: int = Field(
-        256,
+        {{ '4096' if cookiecutter.workload == 'embeddings' else '256' }},
         ge=1,
+{%- if cookiecutter.workload == 'embeddings' %}
+        description="Items allowed to wait; beyond it requests answer 503 with Retry-After. "
+        "Each input string is an item, and a request may carry MAX_INPUTS_PER_REQUEST.",
+{%- else %}
         description="Items allowed to wait; beyond it requests answer 503 with Retry-After.",
+{%- endif %}
     )
     request_timeout_s: float = Field(
         30.0, gt=0, description="A request not answered within this time gets 504."
