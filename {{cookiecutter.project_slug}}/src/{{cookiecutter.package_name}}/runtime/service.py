@@ -65,6 +65,7 @@ class InferenceService(Generic[ModelT]):
         max_queue_size: int,
         request_timeout_s: float,
         observer: BatchObserver | None = None,
+        max_batch_cost: int | None = None,
     ) -> None:
         self.models = list(models)
         self.request_timeout_s = request_timeout_s
@@ -75,6 +76,7 @@ class InferenceService(Generic[ModelT]):
             max_wait_s=max_wait_s,
             max_queue_size=max_queue_size,
             observer=observer,
+            max_batch_cost=max_batch_cost,
         )
         self._preprocess_pool = ThreadPoolExecutor(
             max_workers=preprocess_threads(), thread_name_prefix="preprocess"
@@ -134,10 +136,11 @@ class InferenceService(Generic[ModelT]):
         payload: Any,
         size: int = 1,
         *,
+        cost: int = 0,
         admission: Admission | None = None,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
-        """Batch the payload with others and return its own result."""
+        """Batch the payload with others and return its own result (``cost``: see the batcher)."""
         if admission is None and not self.readiness.serving:
             raise NotReady(
                 "the service is shutting down" if self.readiness.draining else "not ready"
@@ -146,6 +149,7 @@ class InferenceService(Generic[ModelT]):
             return await self.batcher.infer(
                 payload,
                 size,
+                cost=cost,
                 timeout_s=self.request_timeout_s,
                 disconnected=disconnected,
                 admission=admission,
