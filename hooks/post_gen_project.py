@@ -47,6 +47,13 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_classify.py",
             "tests/test_v2.py",
         ],
+        "tts": [
+            f"{PACKAGE}/api/speech.py",
+            f"{PACKAGE}/runtime/audio.py",
+            f"{PACKAGE}/runtime/text_chunks.py",
+            "tests/test_speech.py",
+            "tests/test_speech_model.py",
+        ],
     },
     "backend": {
         "onnxruntime": [f"{PACKAGE}/runtime/onnxruntime_backend.py"],

@@ -54,6 +54,23 @@ class Settings(BaseSettings):
     )
     max_top_k: int = Field(100, ge=1, description="Upper bound of the `k` query parameter.")
 {%- endif %}
+{%- if cookiecutter.workload == 'tts' %}
+    tts_max_input_chars: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Longest accepted `input` in characters (OpenAI's limit is 4096); "
+        "longer input answers 400.",
+    )
+    tts_chunk_chars: int = Field(
+        200,
+        ge=16,
+        le=10_000,
+        description="Input is synthesised and streamed in chunks of at most this many "
+        "characters (sentences first) at speed 1; slower speech gets proportionally shorter "
+        "chunks. Smaller: earlier first audio and finer batching; larger: fewer model calls.",
+    )
+{%- endif %}
     model_instances: int = Field(
         1,
         ge=1,

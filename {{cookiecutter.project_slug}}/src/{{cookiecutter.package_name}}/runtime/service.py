@@ -88,6 +88,12 @@ class InferenceService(Generic[ModelT]):
         self.batcher.start()
         self.readiness.ready = True
 
+    def submit(self, payload: Any, size: int = 1) -> asyncio.Future[Any]:
+        """Queue a payload without waiting for it (a speech stream queues all its chunks at once)."""
+        if not self.readiness.serving:
+            raise NotReady("the model is not ready" if not self.readiness.draining else "the service is shutting down")
+        return self.batcher.submit(payload, size)
+
     async def infer(
         self,
         payload: Any,

@@ -1,0 +1,38 @@
+"""How the text-to-speech workload plugs into the workload-agnostic runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from .api import speech
+
+# Behind the API key when one is set.
+PROTECTED_ROUTERS: list[APIRouter] = [speech.router]
+OPEN_ROUTERS: list[APIRouter] = []
+
+
+def run_batch(model: Any, payloads: list[list[Any]]) -> list[list[Any]]:
+    """Synthesise every utterance of every payload in one model call; split the audio back.
+
+    A payload is a list of utterances (a stream submits one per chunk; warmup
+    submits ``size`` at once); its result is their waveforms, in order.
+    """
+    utterances = [utterance for payload in payloads for utterance in payload]
+    audio = model.synthesize(utterances)
+    if len(audio) != len(utterances):
+        raise RuntimeError(
+            f"synthesize returned {len(audio)} waveforms for {len(utterances)} utterances"
+        )
+    results: list[list[Any]] = []
+    start = 0
+    for payload in payloads:
+        results.append(audio[start : start + len(payload)])
+        start += len(payload)
+    return results
+
+
+def example_payload(model: Any, size: int) -> list[Any]:
+    """A warmup payload of ``size`` utterances."""
+    return model.example_utterances(size)
