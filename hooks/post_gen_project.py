@@ -44,6 +44,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/api/v2.py",
             f"{PACKAGE}/runtime/arrays.py",
             f"{PACKAGE}/runtime/images.py",
+            "tests/images.py",
             "tests/test_classify.py",
             "tests/test_v2.py",
         ],
@@ -56,11 +57,14 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
         ],
     },
     "backend": {
-        "onnxruntime": [f"{PACKAGE}/runtime/onnxruntime_backend.py"],
-        "torch": [f"{PACKAGE}/runtime/torch_backend.py"],
+        "onnxruntime": [
+            f"{PACKAGE}/runtime/onnxruntime_backend.py",
+            "tests/test_device_onnxruntime.py",
+        ],
+        "torch": [f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"],
     },
     "monitoring": {
-        "prometheus": [f"{PACKAGE}/metrics.py", "tests/test_metrics.py"],
+        "prometheus": [f"{PACKAGE}/metrics.py"],
     },
 }
 

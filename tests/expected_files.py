@@ -34,7 +34,6 @@ COMMON = {
     "tests/__init__.py",
     "tests/conftest.py",
     "tests/test_auth.py",
-    "tests/test_batcher.py",
     "tests/test_health.py",
     "tests/test_settings.py",
 }
@@ -45,12 +44,16 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         f"{PACKAGE}/api/v2.py",
         f"{PACKAGE}/runtime/arrays.py",
         f"{PACKAGE}/runtime/images.py",
+        "tests/images.py",
         "tests/test_classify.py",
         "tests/test_v2.py",
     },
-    ("backend", "onnxruntime"): {f"{PACKAGE}/runtime/onnxruntime_backend.py"},
-    ("backend", "torch"): {f"{PACKAGE}/runtime/torch_backend.py"},
-    ("monitoring", "prometheus"): {f"{PACKAGE}/metrics.py", "tests/test_metrics.py"},
+    ("backend", "onnxruntime"): {
+        f"{PACKAGE}/runtime/onnxruntime_backend.py",
+        "tests/test_device_onnxruntime.py",
+    },
+    ("backend", "torch"): {f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"},
+    ("monitoring", "prometheus"): {f"{PACKAGE}/metrics.py"},
 }
 
 

@@ -11,6 +11,7 @@ the point is a real model with real cost that the whole service can serve.
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +28,15 @@ def demo_weights(num_classes: int = len(LABELS)) -> dict[str, np.ndarray]:
     """He-initialised weights from a fixed seed; names match the torch variant."""
     rng = np.random.default_rng(SEED)
     weights: dict[str, np.ndarray] = {}
-    for index, (c_in, c_out) in enumerate(zip(CHANNELS, CHANNELS[1:]), start=1):
+    for index, (c_in, c_out) in enumerate(itertools.pairwise(CHANNELS), start=1):
         scale = np.sqrt(2.0 / (c_in * 9))
-        weights[f"conv{index}.weight"] = (rng.standard_normal((c_out, c_in, 3, 3)) * scale).astype(np.float32)
+        weights[f"conv{index}.weight"] = (rng.standard_normal((c_out, c_in, 3, 3)) * scale).astype(
+            np.float32
+        )
         weights[f"conv{index}.bias"] = (rng.standard_normal(c_out) * 0.01).astype(np.float32)
-    weights["fc.weight"] = (rng.standard_normal((num_classes, CHANNELS[-1])) * np.sqrt(1.0 / CHANNELS[-1])).astype(np.float32)
+    weights["fc.weight"] = (
+        rng.standard_normal((num_classes, CHANNELS[-1])) * np.sqrt(1.0 / CHANNELS[-1])
+    ).astype(np.float32)
     weights["fc.bias"] = np.zeros(num_classes, dtype=np.float32)
     return weights
 
@@ -55,16 +60,24 @@ def build_graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         current = relu_out
     nodes.append(helper.make_node("GlobalAveragePool", [current], ["pooled"]))
     nodes.append(helper.make_node("Flatten", ["pooled"], ["features"], axis=1))
-    nodes.append(helper.make_node("Gemm", ["features", "fc.weight", "fc.bias"], ["logits"], transB=1))
+    nodes.append(
+        helper.make_node("Gemm", ["features", "fc.weight", "fc.bias"], ["logits"], transB=1)
+    )
     num_classes = weights["fc.bias"].shape[0]
     graph = helper.make_graph(
         nodes,
         "demo_classifier",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, IMAGE_SIZE, IMAGE_SIZE])],
+        [
+            helper.make_tensor_value_info(
+                "input", TensorProto.FLOAT, ["batch", 3, IMAGE_SIZE, IMAGE_SIZE]
+            )
+        ],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", num_classes])],
         initializer=[numpy_helper.from_array(array, name) for name, array in weights.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="make_demo_model")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="make_demo_model"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     return model

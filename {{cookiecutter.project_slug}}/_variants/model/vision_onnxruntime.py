@@ -33,7 +33,9 @@ STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
 
 
 def read_labels(path) -> list[str]:
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = [
+        line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     if not labels:
         raise ValueError(f"labels file {path} is empty")
     return labels
@@ -57,10 +59,14 @@ class Model:
         self.labels = read_labels(self.settings.resolved_labels_path)
         inputs = {i.name for i in self._session.get_inputs()}
         if self.input_name not in inputs:
-            raise ValueError(f"model has no input named {self.input_name!r} (it has {sorted(inputs)})")
+            raise ValueError(
+                f"model has no input named {self.input_name!r} (it has {sorted(inputs)})"
+            )
         classes = self._session.get_outputs()[0].shape[-1]
         if isinstance(classes, int) and classes != len(self.labels):
-            raise ValueError(f"model predicts {classes} classes but there are {len(self.labels)} labels")
+            raise ValueError(
+                f"model predicts {classes} classes but there are {len(self.labels)} labels"
+            )
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Decode, resize and normalise one image to a ``(3, 64, 64)`` float32 row."""

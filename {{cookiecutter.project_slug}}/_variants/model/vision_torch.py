@@ -55,7 +55,9 @@ class DemoClassifier(nn.Module):
 
 
 def read_labels(path) -> list[str]:
-    labels = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    labels = [
+        line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
     if not labels:
         raise ValueError(f"labels file {path} is empty")
     return labels

@@ -45,7 +45,9 @@ class DrainingServer(uvicorn.Server):
         loop.call_soon_threadsafe(self._start_drain, service, sig, frame)
 
     def _start_drain(self, service: Any, sig: int, frame: FrameType | None) -> None:
-        self._drain_task = asyncio.get_running_loop().create_task(self._drain_then_exit(service, sig, frame))
+        self._drain_task = asyncio.get_running_loop().create_task(
+            self._drain_then_exit(service, sig, frame)
+        )
 
     async def _drain_then_exit(self, service: Any, sig: int, frame: FrameType | None) -> None:
         await service.drain(self.shutdown_timeout_s)

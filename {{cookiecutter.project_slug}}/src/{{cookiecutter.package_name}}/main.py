@@ -27,7 +27,9 @@ from .settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, model_factory: Callable[[Settings], Any] = Model) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, model_factory: Callable[[Settings], Any] = Model
+) -> FastAPI:
     """Build the app. Tests pass their own settings or a fake model factory."""
     settings = settings or get_settings()
     configure_logging(settings)
@@ -65,7 +67,7 @@ def create_app(settings: Settings | None = None, model_factory: Callable[[Settin
             await service.drain(settings.shutdown_timeout_s)
 
     app = FastAPI(
-        title="{{ cookiecutter.project_name | replace('\\', '\\\\') | replace('"', '\\"') }}",
+        title={{ cookiecutter.project_name | tojson }},
         version=__version__,
         lifespan=lifespan,
     )
@@ -90,5 +92,7 @@ def create_app(settings: Settings | None = None, model_factory: Callable[[Settin
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, observer=metrics)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, observer=metrics
+    )
     return app

@@ -10,12 +10,50 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 PREFIX = "inference"
 # Latency buckets from 1 ms (a small model on a warm GPU) to 60 s (timeouts).
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-QUEUE_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+QUEUE_BUCKETS = (
+    0.0001,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    5.0,
+    30.0,
+)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -27,7 +65,10 @@ class ServiceMetrics:
         self.model_name = model_name
         r = self.registry
         self.requests = Counter(
-            f"{PREFIX}_requests", "HTTP requests answered.", ["route", "method", "status"], registry=r
+            f"{PREFIX}_requests",
+            "HTTP requests answered.",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.request_duration = Histogram(
             f"{PREFIX}_request_duration_seconds",
@@ -51,7 +92,11 @@ class ServiceMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            f"{PREFIX}_batch_size", "Items per model call.", ["model"], buckets=BATCH_BUCKETS, registry=r
+            f"{PREFIX}_batch_size",
+            "Items per model call.",
+            ["model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )
         self.queue_depth_gauge = Gauge(
             f"{PREFIX}_queue_depth", "Requests waiting for a batch.", ["model"], registry=r
@@ -59,12 +104,23 @@ class ServiceMetrics:
         self.in_flight = Gauge(
             f"{PREFIX}_in_flight_requests", "HTTP requests being handled.", registry=r
         )
-        self.ready = Gauge(f"{PREFIX}_ready", "1 when the model is loaded, warm and not draining.", ["model"], registry=r)
+        self.ready = Gauge(
+            f"{PREFIX}_ready",
+            "1 when the model is loaded, warm and not draining.",
+            ["model"],
+            registry=r,
+        )
         self.model_load = Gauge(
             f"{PREFIX}_model_load_seconds", "Time the model took to load.", ["model"], registry=r
         )
         self.warmup = Gauge(f"{PREFIX}_warmup_seconds", "Time warmup took.", ["model"], registry=r)
-        for labelled in (self.queue_wait, self.compute, self.batch_size, self.queue_depth_gauge, self.ready):
+        for labelled in (
+            self.queue_wait,
+            self.compute,
+            self.batch_size,
+            self.queue_depth_gauge,
+            self.ready,
+        ):
             labelled.labels(model=model_name)
 
     # RequestObserver

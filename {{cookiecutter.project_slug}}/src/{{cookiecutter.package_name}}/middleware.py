@@ -132,13 +132,20 @@ def _route_label(scope: Scope) -> str:
 
 async def _send_too_large(send: Send, limit: int) -> None:
     body = json.dumps(
-        error_body(f"request body exceeds the limit of {limit} bytes", "invalid_request_error", "payload_too_large")
+        error_body(
+            f"request body exceeds the limit of {limit} bytes",
+            "invalid_request_error",
+            "payload_too_large",
+        )
     ).encode()
     await send(
         {
             "type": "http.response.start",
             "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

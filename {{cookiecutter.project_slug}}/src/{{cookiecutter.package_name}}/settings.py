@@ -123,11 +123,11 @@ class Settings(BaseSettings):
         {{ '32' if cookiecutter.batching == 'dynamic' else '1' }},
         ge=1,
         le=4096,
-        description="Most items one model call receives."
 {%- if cookiecutter.batching == 'none' %}
-        " Generated with batching=none: 1 (one request per call).",
+        description="Most items one model call receives. Generated with batching=none: 1 "
+        "(one request per call); raise it to batch.",
 {%- else %}
-        "",
+        description="Most items one model call receives.",
 {%- endif %}
     )
     max_batch_wait_ms: float = Field(

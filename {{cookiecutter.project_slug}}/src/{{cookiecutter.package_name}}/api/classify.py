@@ -55,4 +55,6 @@ async def classify(
     model = service.model
     row = await run_in_threadpool(model.preprocess, data)
     logits = await service.infer(row[np.newaxis], 1, disconnected=disconnect_waiter(request))
-    return ClassifyResponse(model=settings.model_name, predictions=top_k(logits[0], model.labels, k))
+    return ClassifyResponse(
+        model=settings.model_name, predictions=top_k(logits[0], model.labels, k)
+    )

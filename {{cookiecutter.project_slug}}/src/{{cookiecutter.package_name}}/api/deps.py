@@ -32,7 +32,9 @@ async def require_api_key(request: Request) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     # compare_digest runs in time independent of where the strings differ
-    if not (scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), expected)):
+    if not (
+        scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), expected)
+    ):
         raise Unauthorized()
 
 

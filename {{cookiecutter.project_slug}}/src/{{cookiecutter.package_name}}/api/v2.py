@@ -46,9 +46,13 @@ class V2Route(APIRoute):
             try:
                 return await handler(request)
             except ServiceError as exc:
-                return JSONResponse({"error": exc.message}, status_code=exc.status_code, headers=exc.headers)
+                return JSONResponse(
+                    {"error": exc.message}, status_code=exc.status_code, headers=exc.headers
+                )
             except RequestValidationError as exc:
-                return JSONResponse({"error": str(exc.errors()[0].get("msg", "invalid request"))}, status_code=400)
+                return JSONResponse(
+                    {"error": str(exc.errors()[0].get("msg", "invalid request"))}, status_code=400
+                )
 
         return handle
 
@@ -105,7 +109,9 @@ async def model_metadata(
 async def model_ready(name: str, request: Request) -> Response:
     _check_model(request, name)
     response = readiness_response(request)
-    return JSONResponse({"name": name, "ready": response.status_code == 200}, status_code=response.status_code)
+    return JSONResponse(
+        {"name": name, "ready": response.status_code == 200}, status_code=response.status_code
+    )
 
 
 def _parse_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
@@ -135,11 +141,15 @@ def _input_array(
         raise InvalidInput("each input must be a JSON object", param="inputs")
     name = tensor.get("name")
     if name != model.input_name:
-        raise InvalidInput(f"unknown input {name!r}; the model takes {model.input_name!r}", param="inputs")
+        raise InvalidInput(
+            f"unknown input {name!r}; the model takes {model.input_name!r}", param="inputs"
+        )
     datatype = tensor.get("datatype")
     expected_type = NUMPY_TO_V2[np.dtype(model.input_dtype)]
     if datatype != expected_type:
-        raise InvalidInput(f"input {name!r} must have datatype {expected_type}, not {datatype!r}", param=name)
+        raise InvalidInput(
+            f"input {name!r} must have datatype {expected_type}, not {datatype!r}", param=name
+        )
     shape = tensor.get("shape")
     expected = list(model.input_shape)
     if (
@@ -168,7 +178,9 @@ def _input_array(
                 param=name,
             )
         if offset + size > len(binary):
-            raise InvalidInput(f"binary data of input {name!r} is shorter than declared", param=name)
+            raise InvalidInput(
+                f"binary data of input {name!r} is shorter than declared", param=name
+            )
         array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape)
         return array, offset + size
     data = tensor.get("data")
@@ -177,9 +189,13 @@ def _input_array(
     try:
         array = np.asarray(data, dtype=dtype)
     except (TypeError, ValueError, OverflowError):
-        raise InvalidInput(f"data of input {name!r} must be numbers of type {datatype}", param=name) from None
+        raise InvalidInput(
+            f"data of input {name!r} must be numbers of type {datatype}", param=name
+        ) from None
     if array.size != count:
-        raise InvalidInput(f"input {name!r} has {array.size} values; shape {shape} needs {count}", param=name)
+        raise InvalidInput(
+            f"input {name!r} has {array.size} values; shape {shape} needs {count}", param=name
+        )
     return array.reshape(shape), offset
 
 
@@ -204,19 +220,26 @@ async def infer(
     header, binary = _parse_request(await request.body(), request.headers.get(HEADER_LENGTH))
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1:
-        raise InvalidInput(f"`inputs` must be a list with exactly one tensor ({model.input_name!r})", param="inputs")
+        raise InvalidInput(
+            f"`inputs` must be a list with exactly one tensor ({model.input_name!r})",
+            param="inputs",
+        )
     outputs = header.get("outputs")
-    if outputs is not None:
-        if not isinstance(outputs, list) or any(
-            not isinstance(o, dict) or o.get("name") != model.output_name for o in outputs
-        ):
-            raise InvalidInput(f"the only output is {model.output_name!r}", param="outputs")
+    if outputs is not None and (
+        not isinstance(outputs, list)
+        or any(not isinstance(o, dict) or o.get("name") != model.output_name for o in outputs)
+    ):
+        raise InvalidInput(f"the only output is {model.output_name!r}", param="outputs")
     array, _ = _input_array(inputs[0], binary, 0, model, service.batcher.max_batch_size)
     if array.dtype != model.input_dtype:
         array = array.astype(model.input_dtype)
     result = await service.infer(array, len(array), disconnected=disconnect_waiter(request))
     result = np.ascontiguousarray(result, dtype=np.float32)
-    output: dict[str, Any] = {"name": model.output_name, "datatype": "FP32", "shape": list(result.shape)}
+    output: dict[str, Any] = {
+        "name": model.output_name,
+        "datatype": "FP32",
+        "shape": list(result.shape),
+    }
     response: dict[str, Any] = {"model_name": name, "model_version": "1", "outputs": [output]}
     if "id" in header:
         response["id"] = header["id"]

@@ -21,6 +21,7 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -167,7 +168,7 @@ class Batcher(Generic[InstanceT]):
         self._full.set()
         finished = True
         if self._workers:
-            done, pending = await asyncio.wait(self._workers, timeout=timeout_s)
+            _, pending = await asyncio.wait(self._workers, timeout=timeout_s)
             finished = not pending
             for task in pending:
                 task.cancel()
@@ -191,9 +192,7 @@ class Batcher(Generic[InstanceT]):
                 code="batch_too_large",
             )
         if len(self._queue) >= self.max_queue_size:
-            raise Overloaded(
-                f"request queue is full ({self.max_queue_size} waiting); retry later"
-            )
+            raise Overloaded(f"request queue is full ({self.max_queue_size} waiting); retry later")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_WorkItem(payload, size, future, loop.time()))
@@ -261,10 +260,8 @@ class Batcher(Generic[InstanceT]):
                 delay = self._queue[0].enqueued_at + self.max_wait_s - loop.time()
                 if delay > 0 and not self._closed:
                     self._full.clear()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._full.wait(), delay)
-                    except TimeoutError:
-                        pass
             batch = self._take()
             if batch:
                 return batch

@@ -55,5 +55,7 @@ def resolve_device(requested: str, *, gpu_count: int, cpu_fallback: bool) -> Dev
             f"DEVICE={requested} but {reason}; check the GPU driver and the container's "
             "GPU reservation, or set CPU_FALLBACK=true to run on the CPU"
         )
-    logger.warning("DEVICE=%s but %s; falling back to the CPU (CPU_FALLBACK=true)", requested, reason)
+    logger.warning(
+        "DEVICE=%s but %s; falling back to the CPU (CPU_FALLBACK=true)", requested, reason
+    )
     return CPU

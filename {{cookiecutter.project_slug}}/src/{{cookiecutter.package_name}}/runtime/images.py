@@ -35,7 +35,9 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     except PayloadTooLarge:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise PayloadTooLarge(f"image rejected as a decompression bomb: {exc}", param="file") from None
+        raise PayloadTooLarge(
+            f"image rejected as a decompression bomb: {exc}", param="file"
+        ) from None
     except UnidentifiedImageError:
         raise InvalidInput("the file is not a JPEG or PNG image", param="file") from None
     except (OSError, SyntaxError, ValueError) as exc:

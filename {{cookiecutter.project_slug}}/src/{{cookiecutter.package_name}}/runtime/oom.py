@@ -5,7 +5,12 @@ from __future__ import annotations
 import sys
 
 # onnxruntime reports allocation failures as RuntimeException with these texts.
-_ORT_OOM_MARKERS = ("Failed to allocate memory", "BFCArena", "CUDA_ERROR_OUT_OF_MEMORY", "out of memory")
+_ORT_OOM_MARKERS = (
+    "Failed to allocate memory",
+    "BFCArena",
+    "CUDA_ERROR_OUT_OF_MEMORY",
+    "out of memory",
+)
 
 
 class SimulatedOutOfMemory(RuntimeError):

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .batcher import BatchObserver, Batcher, ClientDisconnected, RunBatch
+from .batcher import Batcher, BatchObserver, ClientDisconnected, RunBatch
 from .errors import NotReady, ServiceError
 from .warmup import warm_up
 
@@ -102,7 +102,11 @@ class InferenceService(Generic[ModelT]):
         disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
         if not self.readiness.serving:
-            raise NotReady("the model is not ready" if not self.readiness.draining else "the service is shutting down")
+            raise NotReady(
+                "the model is not ready"
+                if not self.readiness.draining
+                else "the service is shutting down"
+            )
         try:
             return await self.batcher.infer(
                 payload, size, timeout_s=self.request_timeout_s, disconnected=disconnected
@@ -114,5 +118,7 @@ class InferenceService(Generic[ModelT]):
         """Refuse new work (readiness 503), finish queued and running batches."""
         self.readiness.draining = True
         finished = await self.batcher.drain(timeout_s)
-        logger.info("drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s")
+        logger.info(
+            "drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s"
+        )
         return finished

@@ -21,7 +21,9 @@ def gpu_count() -> int:
 
 
 def select_device(settings: Settings) -> Device:
-    device = resolve_device(settings.device, gpu_count=gpu_count(), cpu_fallback=settings.cpu_fallback)
+    device = resolve_device(
+        settings.device, gpu_count=gpu_count(), cpu_fallback=settings.cpu_fallback
+    )
     if device.is_cuda:
         configure_cuda(settings, device)
     return device
@@ -44,7 +46,9 @@ def compute_dtype(settings: Settings, device: Device) -> torch.dtype:
     return DTYPES[settings.precision]
 
 
-def load_weights(module: torch.nn.Module, path: Path, device: Device, dtype: torch.dtype) -> torch.nn.Module:
+def load_weights(
+    module: torch.nn.Module, path: Path, device: Device, dtype: torch.dtype
+) -> torch.nn.Module:
     """Load safetensors weights (never a pickle), strictly, and prepare for inference."""
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist (run `make model`)")

@@ -35,6 +35,9 @@ async def warm_up(batcher: Batcher[Any], example_payload: Callable[[int], Any]) 
             await batcher.run_direct([example_payload(size)], instance_index=index)
     elapsed = time.perf_counter() - started
     logger.info(
-        "warmup done in %.3f s: batch sizes %s on %d instance(s)", elapsed, sizes, batcher.instance_count
+        "warmup done in %.3f s: batch sizes %s on %d instance(s)",
+        elapsed,
+        sizes,
+        batcher.instance_count,
     )
     return elapsed
