@@ -35,6 +35,11 @@ VARIANTS: dict[str, str] = {
     f"{PACKAGE}/workload.py": "_variants/workload/{workload}.py",
     "scripts/make_demo_model.py": "_variants/demo_model/{workload}_{backend}.py",
 }
+# Like VARIANTS, but placed only where the template has a variant for the chosen options
+# (a workload without its own benchmark yet gets none).
+OPTIONAL_VARIANTS: dict[str, str] = {
+    "scripts/bench.py": "_variants/bench/{workload}.py",
+}
 
 # option -> value -> paths that exist only for that value
 OWNED_BY: dict[str, dict[str, list[str]]] = {
@@ -49,8 +54,10 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_v2.py",
         ],
         "tts": [
+            f"{PACKAGE}/api/openai_models.py",
             f"{PACKAGE}/api/speech.py",
             f"{PACKAGE}/runtime/audio.py",
+            f"{PACKAGE}/runtime/chunk_stream.py",
             f"{PACKAGE}/runtime/text_chunks.py",
             "tests/test_speech.py",
             "tests/test_speech_model.py",
@@ -84,6 +91,12 @@ def place_variants(root: Path, options: dict[str, str]) -> None:
         target = root / destination
         target.parent.mkdir(parents=True, exist_ok=True)
         source.replace(target)
+    for destination, pattern in OPTIONAL_VARIANTS.items():
+        source = root / pattern.format(**options)
+        if source.is_file():
+            target = root / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
     remove(root / "_variants")
 
 

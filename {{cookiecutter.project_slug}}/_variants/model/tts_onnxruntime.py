@@ -9,7 +9,7 @@ The service reads only what this module defines:
 - ``Model.num_samples(utterance)``: the exact audio length of that input when
   it is known before synthesis, else ``None`` (WAV responses are then sent
   once complete instead of streamed; PCM always streams);
-- ``Model.synthesize(batch)``: a list of utterances -> one float32 mono
+- ``Model.predict(batch)``: a list of utterances -> one float32 mono
   waveform in [-1, 1] per utterance; it runs in a worker thread, never on
   the event loop, and must give each utterance the same audio whatever else
   is in its batch;
@@ -20,7 +20,7 @@ its front-end tables (character set, frames per character, voice names,
 sample rate) come from the ONNX file's metadata. To serve your own TTS model
 (VITS, Piper, Kokoro...): export it to ONNX with a batch axis, point
 ``MODEL_PATH`` at it, and replace ``prepare`` (your tokenizer or phonemizer)
-and ``synthesize`` (your input and output names).
+and ``predict`` (your input and output names).
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class Model:
     def num_samples(self, utterance: Utterance) -> int | None:
         return int(utterance.durations.sum()) * self.hop_length
 
-    def synthesize(self, batch: list[Utterance]) -> list[np.ndarray]:
+    def predict(self, batch: list[Utterance]) -> list[np.ndarray]:
         longest = max(len(u.ids) for u in batch)
         ids = np.full((len(batch), longest), PAD_ID, dtype=np.int64)
         durations = np.zeros((len(batch), longest), dtype=np.int64)  # padding lasts 0 frames
@@ -106,11 +106,18 @@ class Model:
         return [audio[row, : self.num_samples(u)].copy() for row, u in enumerate(batch)]
 
     def example_utterances(self, count: int) -> list[Utterance]:
-        """Chunks of the longest length the service sends, in every voice."""
+        """The widest input the service sends (the longest chunk), in every voice.
+
+        One frame per character: the same model input shapes with the least audio,
+        so warmup stays short.
+        """
         text = ("the quick brown fox jumps over the lazy dog. " * 50)[
             : self.settings.tts_chunk_chars
         ]
-        return [self.prepare(text, self.voices[i % len(self.voices)], 1.0) for i in range(count)]
+        utterances = [
+            self.prepare(text, self.voices[i % len(self.voices)], 1.0) for i in range(count)
+        ]
+        return [Utterance(u.ids, np.ones_like(u.durations), u.voice) for u in utterances]
 
 
 def normalize(text: str) -> str:

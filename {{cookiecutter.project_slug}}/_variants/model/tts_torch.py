@@ -10,7 +10,7 @@ The service reads only what this module defines:
 - ``Model.num_samples(utterance)``: the exact audio length of that input when
   it is known before synthesis, else ``None`` (WAV responses are then sent
   once complete instead of streamed; PCM always streams);
-- ``Model.synthesize(batch)``: a list of utterances -> one float32 mono
+- ``Model.predict(batch)``: a list of utterances -> one float32 mono
   waveform in [-1, 1] per utterance; it runs in a worker thread, never on
   the event loop, and must give each utterance the same audio whatever else
   is in its batch;
@@ -22,7 +22,7 @@ per character, voice names, sample rate) come from the safetensors metadata.
 To serve your own TTS model (VITS, Piper, Kokoro...): replace
 ``DemoSynthesizer`` with your network, save its ``state_dict()`` with
 ``safetensors.torch.save_file``, point ``MODEL_PATH`` at it, and replace
-``prepare`` (your tokenizer or phonemizer) and ``synthesize``.
+``prepare`` (your tokenizer or phonemizer) and ``predict``.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ class Model:
         return int(utterance.durations.sum()) * self.hop_length
 
     @torch.inference_mode()
-    def synthesize(self, batch: list[Utterance]) -> list[np.ndarray]:
+    def predict(self, batch: list[Utterance]) -> list[np.ndarray]:
         longest = max(len(u.ids) for u in batch)
         ids = np.full((len(batch), longest), PAD_ID, dtype=np.int64)
         durations = np.zeros((len(batch), longest), dtype=np.int64)  # padding lasts 0 frames
@@ -204,11 +204,18 @@ class Model:
         return [audio[row, : self.num_samples(u)].copy() for row, u in enumerate(batch)]
 
     def example_utterances(self, count: int) -> list[Utterance]:
-        """Chunks of the longest length the service sends, in every voice."""
+        """The widest input the service sends (the longest chunk), in every voice.
+
+        One frame per character: the same model input shapes with the least audio,
+        so warmup stays short.
+        """
         text = ("the quick brown fox jumps over the lazy dog. " * 50)[
             : self.settings.tts_chunk_chars
         ]
-        return [self.prepare(text, self.voices[i % len(self.voices)], 1.0) for i in range(count)]
+        utterances = [
+            self.prepare(text, self.voices[i % len(self.voices)], 1.0) for i in range(count)
+        ]
+        return [Utterance(u.ids, np.ones_like(u.durations), u.voice) for u in utterances]
 
 
 def normalize(text: str) -> str:

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from .api import speech
+from .api import openai_models, speech
 
 # Behind the API key when one is set.
-PROTECTED_ROUTERS: list[APIRouter] = [speech.router]
+PROTECTED_ROUTERS: list[APIRouter] = [speech.router, openai_models.router]
 OPEN_ROUTERS: list[APIRouter] = []
 
 
@@ -20,10 +20,10 @@ def run_batch(model: Any, payloads: list[list[Any]]) -> list[list[Any]]:
     submits ``size`` at once); its result is their waveforms, in order.
     """
     utterances = [utterance for payload in payloads for utterance in payload]
-    audio = model.synthesize(utterances)
+    audio = model.predict(utterances)
     if len(audio) != len(utterances):
         raise RuntimeError(
-            f"synthesize returned {len(audio)} waveforms for {len(utterances)} utterances"
+            f"predict returned {len(audio)} waveforms for {len(utterances)} utterances"
         )
     results: list[list[Any]] = []
     start = 0

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
         "characters (sentences first) at speed 1; slower speech gets proportionally shorter "
         "chunks. Smaller: earlier first audio and finer batching; larger: fewer model calls.",
     )
+    tts_chunks_in_flight: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="Chunks of one stream queued or computing at once. 1 synthesises "
+        "strictly one after another; more lets a long input fill more of each batch (faster "
+        "to finish), at the cost of later first audio for everyone under load.",
+    )
 {%- endif %}
     model_instances: int = Field(
         1,

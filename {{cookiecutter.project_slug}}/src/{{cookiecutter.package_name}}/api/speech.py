@@ -1,11 +1,12 @@
 """OpenAI-compatible text to speech: ``POST /v1/audio/speech`` -> audio, streamed as it is made.
 
-The input is split into chunks (sentences, at most TTS_CHUNK_CHARS long) and
-every chunk is queued at once: admission is all or nothing (a full queue
-answers 503 before any audio), each chunk is batched with other requests'
-chunks, and each chunk's audio is sent as soon as it and the ones before it
-are done. A WAV header needs the length up front; the model knows it before
-synthesis (``Model.num_samples``), so WAV streams too, with an exact header.
+The input is split into chunks (sentences, at most TTS_CHUNK_CHARS long).
+Chunks go through the batcher in order, TTS_CHUNKS_IN_FLIGHT at a time, so
+concurrent requests share batches, and each chunk's audio is sent as soon as
+it is ready. The request is admitted once, with its first chunk (503 when the
+queue is full); a stream that started is finished, even while draining.
+A WAV header needs the length up front: the model knows it before synthesis
+(``Model.num_samples``), so WAV streams too, with an exact header.
 
 Errors before the first audio answer the usual JSON error. After it, an
 error (a later chunk timing out or failing) cuts the connection, which the
@@ -14,19 +15,20 @@ client sees as an incomplete body, never as a complete-looking file.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Receive, Scope, Send
 
 from ..runtime.audio import MEDIA_TYPES, fit_length, to_pcm16, wav_header
-from ..runtime.errors import InvalidInput, ModelNotFound, RequestTimeout
-from ..runtime.service import ClientClosedRequest, InferenceService
+from ..runtime.chunk_stream import ChunkStream
+from ..runtime.errors import InvalidInput, ModelNotFound
+from ..runtime.service import InferenceService
 from ..runtime.text_chunks import chunk_limit, split_text
 from .deps import disconnect_waiter, get_service, get_settings
 from .responses import ERROR_RESPONSES, ErrorBody
@@ -125,114 +127,76 @@ async def create_speech(
     chunks = split_text(body.input, chunk_limit(settings.tts_chunk_chars, body.speed))
     if not chunks:
         raise InvalidInput("input contains no text to speak", param="input")
-    if len(chunks) > service.batcher.max_queue_size:
-        raise InvalidInput(
-            f"input needs {len(chunks)} chunks but the queue holds "
-            f"{service.batcher.max_queue_size}; send shorter input",
-            param="input",
-            code="input_too_long",
-        )
     utterances = [model.prepare(chunk, voice, body.speed) for chunk in chunks]
     planned = [model.num_samples(utterance) for utterance in utterances]
-    futures = _submit_all(service, utterances)
-    timeout_s = service.request_timeout_s
+    stream = ChunkStream(
+        service, [[u] for u in utterances], in_flight=settings.tts_chunks_in_flight
+    )
+    headers = {SAMPLE_RATE_HEADER: str(model.sample_rate)}
     try:
-        first = await _audio_of(futures[0], timeout_s, disconnect_waiter(request))
+        first = (await stream.next(disconnect_waiter(request)))[0]
         if body.response_format == "wav" and None in planned:
             # the length is only known at the end: send the WAV once complete
-            audio = [first] + [await _audio_of(future, timeout_s) for future in futures[1:]]
+            audio = [first] + [(await stream.next())[0] for _ in range(len(stream) - 1)]
             samples = np.concatenate(audio)
             content = wav_header(model.sample_rate, len(samples)) + to_pcm16(samples)
-            return Response(content, media_type=MEDIA_TYPES["wav"], headers=_headers(model))
+            stream.close()
+            return Response(content, media_type=MEDIA_TYPES["wav"], headers=headers)
     except BaseException:
-        _cancel(futures)
+        stream.close()
         raise
-    headers = _headers(model)
     head = b""
     if None not in planned:
         total = sum(planned)
         if body.response_format == "wav":
             head = wav_header(model.sample_rate, total)
         headers["Content-Length"] = str(len(head) + 2 * total)
-    stream = _stream(head, first, futures, planned, timeout_s)
-    return StreamingResponse(stream, media_type=MEDIA_TYPES[body.response_format], headers=headers)
+    return _ClosingStreamingResponse(
+        _audio_bytes(head, first, stream, planned),
+        on_close=stream.close,
+        media_type=MEDIA_TYPES[body.response_format],
+        headers=headers,
+    )
 
 
-def _headers(model: Any) -> dict[str, str]:
-    return {SAMPLE_RATE_HEADER: str(model.sample_rate)}
-
-
-def _submit_all(
-    service: InferenceService[Any], utterances: Sequence[Any]
-) -> list[asyncio.Future[Any]]:
-    """Queue one payload per chunk; if any is refused (queue full), withdraw the rest."""
-    futures: list[asyncio.Future[Any]] = []
-    try:
-        for utterance in utterances:
-            futures.append(service.submit([utterance], 1))
-    except BaseException:
-        _cancel(futures)
-        raise
-    return futures
-
-
-def _cancel(futures: Sequence[asyncio.Future[Any]]) -> None:
-    """Cancelled chunks are skipped by the batcher before they reach the model."""
-    for future in futures:
-        future.cancel()
-
-
-async def _audio_of(
-    future: asyncio.Future[Any],
-    timeout_s: float,
-    disconnected: Callable[[], Awaitable[Any]] | None = None,
-) -> np.ndarray:
-    """One chunk's waveform, within the request timeout (and before the client leaves)."""
-    waiters: set[asyncio.Future[Any]] = {future}
-    watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
-    if watcher is not None:
-        waiters.add(watcher)
-    try:
-        done, _ = await asyncio.wait(
-            waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        if watcher is not None:
-            watcher.cancel()
-    if future in done:
-        return future.result()[0]
-    if watcher is not None and watcher in done:
-        raise ClientClosedRequest("the client closed the connection")
-    raise RequestTimeout(f"no audio within the request timeout of {timeout_s:g} s")
-
-
-async def _stream(
-    head: bytes,
-    first: np.ndarray,
-    futures: list[asyncio.Future[Any]],
-    planned: list[int | None],
-    timeout_s: float,
+async def _audio_bytes(
+    head: bytes, first: np.ndarray, stream: ChunkStream, planned: list[int | None]
 ) -> AsyncIterator[bytes]:
     """The header (if any), then each chunk's samples in order, as each is ready."""
     try:
         yield head + to_pcm16(_exact(first, planned[0]))
-        for index in range(1, len(futures)):
+        for index in range(1, len(stream)):
             try:
-                audio = await _audio_of(futures[index], timeout_s)
+                audio = (await stream.next())[0]
             except Exception as exc:
                 logger.warning(
-                    "speech stream cut off at chunk %d of %d: %s", index + 1, len(futures), exc
+                    "speech stream cut off at chunk %d of %d: %s", index + 1, len(stream), exc
                 )
                 raise
             yield to_pcm16(_exact(audio, planned[index]))
     finally:
-        _cancel(futures)  # client gone or stream cut: the rest never reach the model
+        stream.close()  # client gone or stream cut: the rest never reach the model
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Runs ``on_close`` however the response ends, even if its body was never started
+    (a client that left before the first byte)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
 
 
 def _exact(audio: np.ndarray, planned: int | None) -> np.ndarray:
     if planned is None or len(audio) == planned:
         return audio
-    logger.error(
-        "the model made %d samples where num_samples promised %d; fitting", len(audio), planned
-    )
+    logger.error("the model made %d samples where num_samples promised %d", len(audio), planned)
     return fit_length(audio, planned)

@@ -182,8 +182,13 @@ class Batcher(Generic[InstanceT]):
         return finished
 
     # --- request side ----------------------------------------------------------
-    def submit(self, payload: Any, size: int = 1) -> asyncio.Future[Any]:
-        """Queue a payload of ``size`` items; the future resolves to its result."""
+    def submit(self, payload: Any, size: int = 1, *, admitted: bool = False) -> asyncio.Future[Any]:
+        """Queue a payload of ``size`` items; the future resolves to its result.
+
+        ``admitted`` marks the continuation of a request that was already let
+        in (a speech stream's next chunk): it skips the queue bound, so work
+        that has started is finished rather than cut off halfway.
+        """
         if self._closed:
             raise NotReady("the service is shutting down")
         if size > self.max_batch_size:
@@ -191,7 +196,7 @@ class Batcher(Generic[InstanceT]):
                 f"batch of {size} items exceeds the maximum batch size {self.max_batch_size}",
                 code="batch_too_large",
             )
-        if len(self._queue) >= self.max_queue_size:
+        if len(self._queue) >= self.max_queue_size and not admitted:
             raise Overloaded(f"request queue is full ({self.max_queue_size} waiting); retry later")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()

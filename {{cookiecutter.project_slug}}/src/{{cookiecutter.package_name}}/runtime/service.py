@@ -59,6 +59,9 @@ class InferenceService(Generic[ModelT]):
             observer=observer,
         )
         self.readiness = Readiness()
+        self._open_streams = 0
+        self._streams_closed = asyncio.Event()
+        self._streams_closed.set()
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
 
@@ -88,11 +91,29 @@ class InferenceService(Generic[ModelT]):
         self.batcher.start()
         self.readiness.ready = True
 
-    def submit(self, payload: Any, size: int = 1) -> asyncio.Future[Any]:
-        """Queue a payload without waiting for it (a speech stream queues all its chunks at once)."""
-        if not self.readiness.serving:
-            raise NotReady("the model is not ready" if not self.readiness.draining else "the service is shutting down")
-        return self.batcher.submit(payload, size)
+    def submit(self, payload: Any, size: int = 1, *, admitted: bool = False) -> asyncio.Future[Any]:
+        """Queue a payload without waiting for it (a stream queues its chunks as it goes).
+
+        ``admitted``: the next part of a stream already let in; it is queued even
+        when the queue is full or the service is draining.
+        """
+        if not self.readiness.serving and not admitted:
+            raise NotReady(
+                "the model is not ready"
+                if not self.readiness.draining
+                else "the service is shutting down"
+            )
+        return self.batcher.submit(payload, size, admitted=admitted)
+
+    def stream_opened(self) -> None:
+        """A request that submits more work as it goes (a stream) started; drain waits for it."""
+        self._open_streams += 1
+        self._streams_closed.clear()
+
+    def stream_closed(self) -> None:
+        self._open_streams -= 1
+        if self._open_streams == 0:
+            self._streams_closed.set()
 
     async def infer(
         self,
@@ -115,9 +136,16 @@ class InferenceService(Generic[ModelT]):
             raise ClientClosedRequest("the client closed the connection") from None
 
     async def drain(self, timeout_s: float) -> bool:
-        """Refuse new work (readiness 503), finish queued and running batches."""
+        """Refuse new work (readiness 503), finish open streams, queued and running batches."""
         self.readiness.draining = True
-        finished = await self.batcher.drain(timeout_s)
+        started = time.perf_counter()
+        if self._open_streams:  # their next chunks still need the batcher
+            try:
+                await asyncio.wait_for(self._streams_closed.wait(), timeout_s)
+            except TimeoutError:
+                logger.warning("%d stream(s) still open after %g s", self._open_streams, timeout_s)
+        remaining = max(0.0, timeout_s - (time.perf_counter() - started))
+        finished = await self.batcher.drain(remaining) and self._open_streams == 0
         logger.info(
             "drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s"
         )
