@@ -25,9 +25,12 @@ test: $(STAMP) lint
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest -n $(JOBS) -m "not slow"
 
+# explicit paths: ruff would otherwise parse the template's Jinja pyproject.toml
+LINT_PATHS := hooks tests scripts local_extensions.py
+
 lint: $(STAMP)
-	$(PYTHON) -m ruff check .
-	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff check $(LINT_PATHS)
+	$(PYTHON) -m ruff format --check $(LINT_PATHS)
 
 docs: $(STAMP)
 	$(PYTHON) -m mkdocs build --strict --site-dir site

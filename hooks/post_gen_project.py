@@ -6,7 +6,9 @@ user runs next is `make install model test`.
 Files that exist in several versions live in ``_variants/<kind>/<key>.py``
 (key = workload, or workload_backend) and one of them is moved to its place;
 files that belong to one option value are listed in ``OWNED_BY`` and removed
-when another value was chosen.
+when another value was chosen. A path listed under several options exists only
+when every one of them has a value that lists it (GPU metrics: device=gpu and
+monitoring=prometheus). Directories left empty are removed.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/images.py",
             "tests/images.py",
             "tests/test_classify.py",
+            "tests/test_resilience.py",
             "tests/test_v2.py",
         ],
         "tts": [
@@ -70,8 +73,18 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
         ],
         "torch": [f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"],
     },
+    "device": {
+        "gpu": [f"{PACKAGE}/gpu_metrics.py", "tests/test_gpu_metrics.py"],
+    },
     "monitoring": {
-        "prometheus": [f"{PACKAGE}/metrics.py"],
+        "prometheus": [
+            f"{PACKAGE}/metrics.py",
+            f"{PACKAGE}/gpu_metrics.py",
+            "tests/test_metrics.py",
+            "tests/test_gpu_metrics.py",
+            "deploy/prometheus",
+            "deploy/grafana",
+        ],
     },
 }
 
@@ -101,15 +114,20 @@ def place_variants(root: Path, options: dict[str, str]) -> None:
 
 
 def prune(root: Path, options: dict[str, str]) -> None:
-    keep: set[str] = set()
     for option, owners in OWNED_BY.items():
-        keep.update(owners.get(options[option], []))
-    for option, owners in OWNED_BY.items():
+        chosen = set(owners.get(options[option], []))
         for value, paths in owners.items():
             if value != options[option]:
                 for path in paths:
-                    if path not in keep:
+                    if path not in chosen:
                         remove(root / path)
+    remove_empty_dirs(root)
+
+
+def remove_empty_dirs(root: Path) -> None:
+    for directory in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        if not any(directory.iterdir()):
+            directory.rmdir()
 
 
 def main() -> int:

@@ -9,7 +9,9 @@ from pathlib import Path
 TEMPLATE = Path(__file__).resolve().parents[1]
 CONFIG = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 OPTIONS: dict[str, list[str]] = {
-    key: value for key, value in CONFIG.items() if isinstance(value, list) and not key.startswith("_")
+    key: value
+    for key, value in CONFIG.items()
+    if isinstance(value, list) and not key.startswith("_")
 }
 DEFAULTS: dict[str, str] = {key: values[0] for key, values in OPTIONS.items()}
 

@@ -13,7 +13,9 @@ TEMPLATE = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def run(cmd: list[str], cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], cwd: Path, timeout: float = 600, **env: str
+) -> subprocess.CompletedProcess[str]:
     """Run a command with this environment's tools first on PATH; never raise on failure."""
     full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **env}
     return subprocess.run(
@@ -22,7 +24,9 @@ def run(cmd: list[str], cwd: Path, timeout: float = 600, **env: str) -> subproce
 
 
 def assert_ok(result: subprocess.CompletedProcess[str], what: str) -> None:
-    assert result.returncode == 0, f"{what} failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-4000:]}"
+    assert result.returncode == 0, (
+        f"{what} failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-4000:]}"
+    )
 
 
 @pytest.fixture

@@ -34,6 +34,7 @@ COMMON = {
     "tests/__init__.py",
     "tests/conftest.py",
     "tests/test_auth.py",
+    "tests/test_fuzz.py",
     "tests/test_health.py",
     "tests/test_settings.py",
 }
@@ -46,6 +47,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         f"{PACKAGE}/runtime/images.py",
         "tests/images.py",
         "tests/test_classify.py",
+        "tests/test_resilience.py",
         "tests/test_v2.py",
     },
     ("backend", "onnxruntime"): {
@@ -53,13 +55,31 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_device_onnxruntime.py",
     },
     ("backend", "torch"): {f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"},
-    ("monitoring", "prometheus"): {f"{PACKAGE}/metrics.py"},
+    ("monitoring", "prometheus"): {
+        f"{PACKAGE}/metrics.py",
+        "tests/test_metrics.py",
+        "deploy/prometheus/prometheus.yml",
+        "deploy/grafana/provisioning/datasources/datasource.yml",
+        "deploy/grafana/provisioning/dashboards/dashboards.yml",
+        "deploy/grafana/dashboards/inference.json",
+    },
 }
+
+# Files that need several option values at once.
+BY_COMBINATION: list[tuple[dict[str, str], set[str]]] = [
+    (
+        {"device": "gpu", "monitoring": "prometheus"},
+        {f"{PACKAGE}/gpu_metrics.py", "tests/test_gpu_metrics.py"},
+    ),
+]
 
 
 def expected_files(combination: dict[str, str]) -> set[str]:
     files = set(COMMON)
     for (option, value), paths in BY_OPTION.items():
         if combination.get(option) == value:
+            files |= paths
+    for values, paths in BY_COMBINATION:
+        if all(combination.get(option) == value for option, value in values.items()):
             files |= paths
     return files

@@ -78,13 +78,16 @@ class Model:
         self._dtype = torch.float32
 
     def load(self) -> None:
-        self.labels = read_labels(self.settings.resolved_labels_path)
         self.device = select_device(self.settings)
         self._dtype = compute_dtype(self.settings, self.device)
         if self.settings.intra_op_threads:
             torch.set_num_threads(self.settings.intra_op_threads)
-        net = DemoClassifier(num_classes=len(self.labels))
+        net = DemoClassifier()
         self._net = load_weights(net, self.settings.model_path, self.device, self._dtype)
+        self.labels = read_labels(self.settings.resolved_labels_path)
+        classes = net.fc.out_features
+        if len(self.labels) != classes:
+            raise ValueError(f"model has {classes} classes but {len(self.labels)} labels")
 
     def preprocess(self, data: bytes) -> np.ndarray:
         """Decode, resize and normalise one image to a ``(3, 64, 64)`` float32 row."""

@@ -1,3 +1,3 @@
-{{ (cookiecutter.project_name ~ ": " ~ cookiecutter.description) | tojson }}
+{{ (cookiecutter.project_name ~ ": " ~ cookiecutter.description) | quoted }}
 
 __version__ = "0.1.0"

@@ -7,9 +7,10 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from .runtime.errors import StartupFailed
 from .settings import Settings
 
-_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,6 +29,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class DropLoggedStartupTraceback(logging.Filter):
+    """uvicorn logs a failed start-up's whole traceback; the service already said why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return StartupFailed.__name__ not in record.getMessage()
+
+
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stdout)
     if settings.log_json:
@@ -40,5 +48,8 @@ def configure_logging(settings: Settings) -> None:
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, DropLoggedStartupTraceback) for f in uvicorn_error.filters):
+        uvicorn_error.addFilter(DropLoggedStartupTraceback())
     # requests are logged by the service's middleware, with their request id
     logging.getLogger("uvicorn.access").disabled = True

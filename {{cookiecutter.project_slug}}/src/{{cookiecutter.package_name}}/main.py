@@ -20,7 +20,7 @@ from .metrics import router as metrics_router
 {%- endif %}
 from .middleware import RequestContextMiddleware
 from .model import Model
-from .runtime.errors import install_error_handlers
+from .runtime.errors import StartupFailed, install_error_handlers
 from .runtime.service import InferenceService
 from .settings import Settings, get_settings
 
@@ -34,13 +34,32 @@ def create_app(
     settings = settings or get_settings()
     configure_logging(settings)
 {%- if cookiecutter.monitoring == 'prometheus' %}
-    metrics = ServiceMetrics(settings.model_name)
+    metrics = ServiceMetrics(settings.model_name, max_batch_size=settings.max_batch_size)
 {%- else %}
     metrics = None
 {%- endif %}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            service = await start_service(app)
+        except Exception as exc:
+            # one clear line (missing or corrupt model, no GPU...), then a non-zero exit
+            logger.error("startup failed: %s: %s", type(exc).__name__, exc)
+            logger.debug("startup traceback", exc_info=True)
+            raise StartupFailed(str(exc)) from None
+        try:
+            yield
+        finally:
+{%- if cookiecutter.monitoring == 'prometheus' %}
+            metrics.set_ready(False)
+{%- endif %}
+            await service.drain(settings.shutdown_timeout_s)
+{%- if cookiecutter.monitoring == 'prometheus' %}
+            metrics.close()
+{%- endif %}
+
+    async def start_service(app: FastAPI) -> InferenceService[Any]:
         service = await InferenceService.load(
             lambda: model_factory(settings),
             settings.model_instances,
@@ -58,16 +77,10 @@ def create_app(
         metrics.set_ready(True)
 {%- endif %}
         logger.info("ready: serving %s on %s", settings.model_name, service.model.device)
-        try:
-            yield
-        finally:
-{%- if cookiecutter.monitoring == 'prometheus' %}
-            metrics.set_ready(False)
-{%- endif %}
-            await service.drain(settings.shutdown_timeout_s)
+        return service
 
     app = FastAPI(
-        title={{ cookiecutter.project_name | tojson }},
+        title={{ cookiecutter.project_name | quoted }},
         version=__version__,
         lifespan=lifespan,
     )

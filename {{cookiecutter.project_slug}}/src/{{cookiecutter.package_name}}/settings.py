@@ -52,7 +52,6 @@ class Settings(BaseSettings):
         description="Largest accepted image (width x height) before decoding; "
         "larger images and decompression bombs answer 413.",
     )
-    max_top_k: int = Field(100, ge=1, description="Upper bound of the `k` query parameter.")
 {%- endif %}
 {%- if cookiecutter.workload == 'tts' %}
     tts_max_input_chars: int = Field(
@@ -162,6 +161,14 @@ class Settings(BaseSettings):
     # --- HTTP ------------------------------------------------------------------
     host: str = Field("0.0.0.0", description="Interface to listen on.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes, each with its own copy of the model. More than 1 spreads "
+        "request parsing and pre/post-processing over CPU cores; on a GPU prefer 1 with "
+        "MODEL_INSTANCES (one copy of the weights per worker, per GPU).",
+    )
     max_body_bytes: int = Field(
         10 * 1024 * 1024, ge=1024, description="Largest request body; larger ones answer 413."
     )

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..runtime.errors import InvalidInput
 from ..runtime.service import InferenceService
 from .deps import disconnect_waiter, get_service, get_settings
 from .responses import ERROR_RESPONSES
@@ -45,12 +44,10 @@ def top_k(logits: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
 async def classify(
     request: Request,
     file: Annotated[UploadFile, File(description="A JPEG or PNG image")],
-    k: Annotated[int, Query(ge=1, le=1000, description="How many labels to return")] = 5,
+    k: Annotated[int, Query(ge=1, le=100, description="How many labels to return")] = 5,
     service: InferenceService[Any] = Depends(get_service),
 ) -> ClassifyResponse:
     settings = get_settings(request)
-    if k > settings.max_top_k:
-        raise InvalidInput(f"k must be at most {settings.max_top_k}", param="k")
     data = await file.read()
     model = service.model
     row = await run_in_threadpool(model.preprocess, data)

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 from .. import __version__
 from ..runtime.errors import InvalidInput, ModelNotFound, ServiceError
@@ -57,6 +58,61 @@ class V2Route(APIRoute):
         return handle
 
 
+class V2Error(BaseModel):
+    error: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": V2Error, "description": "Error (v2 protocol shape)"} for code in codes}
+
+
+MODEL_ERRORS = _errors(401, 404, 503)
+# The request body is parsed by hand (JSON header + optional binary tensors), so
+# its schema is declared here for OpenAPI clients and fuzzers.
+INFER_REQUEST_SCHEMA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "shape", "datatype"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                    "datatype": {"type": "string"},
+                                    "parameters": {"type": "object"},
+                                    "data": {"type": "array"},
+                                },
+                            },
+                        },
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "parameters": {"type": "object"},
+                                },
+                            },
+                        },
+                    },
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
 router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], route_class=V2Route)
 health_router = APIRouter(prefix="/v2", tags=["open-inference-protocol-v2"], route_class=V2Route)
 
@@ -75,13 +131,13 @@ async def v2_live() -> dict[str, bool]:
     return {"live": True}
 
 
-@health_router.get("/health/ready", summary="v2 readiness")
+@health_router.get("/health/ready", summary="v2 readiness", responses=_errors(503))
 async def v2_ready(request: Request) -> Response:
     response = readiness_response(request)
     return JSONResponse({"ready": response.status_code == 200}, status_code=response.status_code)
 
 
-@router.get("", summary="Server metadata")
+@router.get("", summary="Server metadata", responses=_errors(401))
 async def server_metadata(request: Request) -> dict[str, Any]:
     return {
         "name": request.app.title,
@@ -90,7 +146,7 @@ async def server_metadata(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}", summary="Model metadata", responses=MODEL_ERRORS)
 async def model_metadata(
     name: str, request: Request, service: InferenceService[Any] = Depends(get_service)
 ) -> dict[str, Any]:
@@ -105,7 +161,7 @@ async def model_metadata(
     }
 
 
-@router.get("/models/{name}/ready", summary="Model readiness")
+@router.get("/models/{name}/ready", summary="Model readiness", responses=MODEL_ERRORS)
 async def model_ready(name: str, request: Request) -> Response:
     _check_model(request, name)
     response = readiness_response(request)
@@ -211,7 +267,12 @@ def _wants_binary(header: dict[str, Any], output_name: str) -> bool:
     return isinstance(params, dict) and bool(params.get("binary_data_output", False))
 
 
-@router.post("/models/{name}/infer", summary="Run inference (JSON or binary tensors)")
+@router.post(
+    "/models/{name}/infer",
+    summary="Run inference (JSON or binary tensors)",
+    responses=_errors(400, 401, 404, 413, 500, 503, 504),
+    openapi_extra=INFER_REQUEST_SCHEMA,
+)
 async def infer(
     name: str, request: Request, service: InferenceService[Any] = Depends(get_service)
 ) -> Response:

@@ -19,6 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 logger = logging.getLogger(__name__)
 
 
+class StartupFailed(RuntimeError):
+    """Start-up failed; the reason has already been logged in one line."""
+
+
 class ServiceError(Exception):
     """Base class: an error with an HTTP status and a machine-readable code."""
 

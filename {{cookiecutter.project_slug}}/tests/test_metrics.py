@@ -1,0 +1,407 @@
+"""/metrics after real traffic, parsed with prometheus-client's own parser and checked exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.metrics import (
+    BUCKETS,
+    ITL_BUCKETS,
+    MULTIPROC_DIR_ENV,
+    TTFT_BUCKETS,
+    WORKLOAD,
+    ServiceMetrics,
+    batch_size_buckets,
+    multiprocess_registry,
+    shared_metrics_dir,
+)
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
+
+from .conftest import free_port, make_settings, running_app
+
+PROJECT = Path(__file__).resolve().parents[1]
+MODEL = "metrics-test"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+{%- if cookiecutter.workload == 'vision' %}
+
+INFERENCE_ROUTE = "/v1/classify"
+
+
+def png(index: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32 + index % 7, 32), color=(index * 37 % 256, 80, 160)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def send_inference(client: httpx.AsyncClient, index: int) -> httpx.Response:
+    upload = {"file": (f"{index}.png", png(index), "image/png")}
+    return await client.post(INFERENCE_ROUTE, files=upload)
+
+
+async def send_bad_request(client: httpx.AsyncClient) -> httpx.Response:
+    upload = {"file": ("x.png", b"not an image", "image/png")}
+    return await client.post(INFERENCE_ROUTE, files=upload)
+{%- elif cookiecutter.workload == 'embeddings' %}
+
+INFERENCE_ROUTE = "/v1/embeddings"
+
+
+async def send_inference(client: httpx.AsyncClient, index: int) -> httpx.Response:
+    return await client.post(INFERENCE_ROUTE, json={"model": MODEL, "input": f"sentence {index}"})
+
+
+async def send_bad_request(client: httpx.AsyncClient) -> httpx.Response:
+    return await client.post(INFERENCE_ROUTE, json={"model": MODEL})
+{%- elif cookiecutter.workload == 'tts' %}
+
+INFERENCE_ROUTE = "/v1/audio/speech"
+
+
+async def send_inference(client: httpx.AsyncClient, index: int) -> httpx.Response:
+    body = {"model": MODEL, "input": f"hello number {index}", "voice": "alloy"}
+    return await client.post(INFERENCE_ROUTE, json=body)
+
+
+async def send_bad_request(client: httpx.AsyncClient) -> httpx.Response:
+    return await client.post(INFERENCE_ROUTE, json={"model": MODEL, "voice": "alloy"})
+{%- elif cookiecutter.workload == 'llm' %}
+
+INFERENCE_ROUTE = "/v1/completions"
+
+
+async def send_inference(client: httpx.AsyncClient, index: int) -> httpx.Response:
+    body = {"model": MODEL, "prompt": f"count to {index}", "max_tokens": 4, "temperature": 0}
+    return await client.post(INFERENCE_ROUTE, json=body)
+
+
+async def send_bad_request(client: httpx.AsyncClient) -> httpx.Response:
+    return await client.post(INFERENCE_ROUTE, json={"model": MODEL, "max_tokens": 4})
+{%- endif %}
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels`` (at least one)."""
+    wanted = set(labels.items())
+    found = [v for (n, have), v in samples.items() if n == name and wanted <= have]
+    assert found, f"no sample {name}{labels} in the scrape"
+    return sum(found)
+
+
+def names(samples: Samples) -> set[str]:
+    return {name for name, _ in samples}
+
+
+def bucket_bounds(samples: Samples, name: str) -> list[float]:
+    return sorted(float(dict(labels)["le"]) for n, labels in samples if n == f"{name}_bucket")
+
+
+def scrape(client: TestClient) -> Samples:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse(response.text)
+
+
+# --- one process, real traffic -------------------------------------------------------
+def test_traffic_moves_the_metrics_exactly(model_path: Path) -> None:
+    requests, bad = 24, 3
+    settings = make_settings(model_path, model_name=MODEL, max_batch_size=8, max_batch_wait_ms=20.0)
+    app = create_app(settings)
+
+    async def traffic() -> tuple[list[httpx.Response], list[httpx.Response], str]:
+        async with running_app(app) as client:
+            good = await asyncio.gather(*(send_inference(client, i) for i in range(requests)))
+            failed = [await send_bad_request(client) for _ in range(bad)]
+            return list(good), failed, (await client.get("/metrics")).text
+
+    good, failed, text = asyncio.run(traffic())
+    assert [r.status_code for r in good] == [200] * requests
+    bad_status = failed[0].status_code
+    assert 400 <= bad_status < 500 and all(r.status_code == bad_status for r in failed)
+    samples = parse(text)
+    model = {"model": MODEL}
+
+    # every request counted once, under its route template and status; scrapes are not
+    route = {"route": INFERENCE_ROUTE}
+    assert value(samples, "inference_requests_total", status="200", **route) == requests
+    assert value(samples, "inference_requests_total", status=str(bad_status), **route) == bad
+    assert value(samples, "inference_request_duration_seconds_count", **route) == requests + bad
+    assert value(samples, "inference_request_duration_seconds_sum", **route) > 0
+    assert not any(dict(labels).get("route") == "/metrics" for _, labels in samples)
+{%- if cookiecutter.workload == 'llm' %}
+
+    # generation: tokens as the responses' usage reports them, one first token per sequence
+    usage = [r.json()["usage"] for r in good]
+    prompt_tokens = sum(u["prompt_tokens"] for u in usage)
+    completion_tokens = sum(u["completion_tokens"] for u in usage)
+    assert value(samples, "inference_prompt_tokens_total", **model) == prompt_tokens
+    assert value(samples, "inference_generated_tokens_total", **model) == completion_tokens
+    assert value(samples, "inference_time_to_first_token_seconds_count", **model) == requests
+    inter_token = value(samples, "inference_inter_token_latency_seconds_count", **model)
+    assert inter_token == completion_tokens - requests
+    assert value(samples, "inference_running_sequences", **model) == 0
+    assert value(samples, "inference_waiting_sequences", **model) == 0
+{%- else %}
+
+    # batching: the histograms agree with the batcher's own count of what it ran
+    stats = app.state.service.batcher.stats
+    assert stats.items == requests  # the bad requests never reached the model
+    assert value(samples, "inference_batch_size_count", **model) == stats.batches
+    assert value(samples, "inference_batch_size_sum", **model) == stats.items
+    assert value(samples, "inference_compute_seconds_count", **model) == stats.batches
+    assert value(samples, "inference_queue_wait_seconds_count", **model) == requests
+    assert value(samples, "inference_queue_depth", **model) == 0
+{%- endif %}
+
+    # state: idle (only the scrape itself in flight), ready, start-up timed
+    assert value(samples, "inference_in_flight_requests") == 1
+    assert value(samples, "inference_ready", **model) == 1
+    assert value(samples, "inference_model_load_seconds", **model) > 0
+    assert value(samples, "inference_warmup_seconds", **model) > 0
+
+
+def test_ready_follows_the_lifecycle(model_path: Path) -> None:
+    app = create_app(make_settings(model_path, model_name=MODEL))
+    before_start = TestClient(app)  # no lifespan: nothing loaded yet
+    assert value(scrape(before_start), "inference_ready", model=MODEL) == 0
+    with TestClient(app) as client:
+        assert value(scrape(client), "inference_ready", model=MODEL) == 1
+        app.state.service.readiness.draining = True  # what SIGTERM does first
+        assert value(scrape(client), "inference_ready", model=MODEL) == 0
+
+
+def test_histogram_buckets_fit_the_workload(model_path: Path) -> None:
+    settings = make_settings(model_path, model_name=MODEL, max_batch_size=8)
+    with TestClient(create_app(settings)) as client:
+        client.get("/health/live")
+        samples = scrape(client)
+    inf = float("inf")
+    expected = BUCKETS[WORKLOAD]
+    assert bucket_bounds(samples, "inference_request_duration_seconds") == [*expected.request, inf]
+    assert bucket_bounds(samples, "inference_compute_seconds") == [*expected.compute, inf]
+    assert bucket_bounds(samples, "inference_queue_wait_seconds") == [*expected.queue_wait, inf]
+    assert bucket_bounds(samples, "inference_batch_size") == [1, 2, 4, 8, inf]
+    assert batch_size_buckets(12) == (1, 2, 4, 8, 12)
+
+
+def test_names_follow_the_prometheus_rules(client: TestClient) -> None:
+    client.get("/health/live")
+    families = list(text_string_to_metric_families(client.get("/metrics").text))
+    assert {family.name for family in families} >= {"inference_requests", "inference_ready"}
+    for family in families:
+        assert re.fullmatch(r"inference_[a-z0-9_]+", family.name), family.name
+        if family.type == "counter":  # counters end in _total, and nothing else does
+            assert {sample.name for sample in family.samples} <= {f"{family.name}_total"}
+        else:
+            assert not family.name.endswith("_total"), family.name
+        if family.type == "histogram":  # a base unit, or a plain count of items
+            assert family.name.endswith(("_seconds", "_batch_size")), family.name
+
+
+# --- the LLM observer ------------------------------------------------------------------
+def test_llm_observer_methods_export_exactly() -> None:
+    metrics = ServiceMetrics("tiny-llm", max_batch_size=4, workload="llm")
+    for prompt in (7, 5):
+        metrics.sequence_admitted(prompt)
+    metrics.first_token(0.02)
+    metrics.first_token(0.3)
+    for gap in (0.004, 0.006, 0.012):
+        metrics.inter_token(gap)
+    metrics.tokens_generated(3)
+    metrics.tokens_generated(2)
+    metrics.sequences(running=2, waiting=1)
+    samples = parse(generate_latest(metrics.registry).decode())
+    model = {"model": "tiny-llm"}
+    assert value(samples, "inference_prompt_tokens_total", **model) == 12
+    assert value(samples, "inference_generated_tokens_total", **model) == 5
+    assert value(samples, "inference_time_to_first_token_seconds_count", **model) == 2
+    ttft_sum = value(samples, "inference_time_to_first_token_seconds_sum", **model)
+    assert ttft_sum == pytest.approx(0.32)
+    assert value(samples, "inference_inter_token_latency_seconds_count", **model) == 3
+    assert value(samples, "inference_inter_token_latency_seconds_bucket", le="0.005", **model) == 1
+    assert value(samples, "inference_running_sequences", **model) == 2
+    assert value(samples, "inference_waiting_sequences", **model) == 1
+    ttft_bounds = bucket_bounds(samples, "inference_time_to_first_token_seconds")
+    assert ttft_bounds == [*TTFT_BUCKETS, float("inf")]
+    itl_bounds = bucket_bounds(samples, "inference_inter_token_latency_seconds")
+    assert itl_bounds == [*ITL_BUCKETS, float("inf")]
+    metrics.sequences(running=0, waiting=0)
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert value(samples, "inference_running_sequences", **model) == 0
+
+
+def test_llm_metrics_are_exported_by_llm_services_only() -> None:
+    llm_names = {
+        "inference_time_to_first_token_seconds_count",
+        "inference_inter_token_latency_seconds_count",
+        "inference_prompt_tokens_total",
+        "inference_generated_tokens_total",
+        "inference_running_sequences",
+        "inference_waiting_sequences",
+    }
+    for workload in BUCKETS:
+        metrics = ServiceMetrics("m", workload=workload)
+        metrics.sequence_admitted(3)  # harmless where nothing exports it
+        exported = names(parse(generate_latest(metrics.registry).decode()))
+        assert (llm_names <= exported) == (workload == "llm"), workload
+        assert not (llm_names & exported) or workload == "llm", workload
+
+
+# --- several worker processes --------------------------------------------------------------
+WORKER = """
+import sys
+from {{ cookiecutter.package_name }}.metrics import ServiceMetrics
+
+requests, shutdown = int(sys.argv[1]), sys.argv[2]
+metrics = ServiceMetrics("demo", max_batch_size=8)
+for _ in range(requests):
+    metrics.request_started()
+    metrics.request_finished("/v1/x", "POST", 200, 0.01)
+metrics.batch_computed(requests, 0.005)
+metrics.queue_depth(requests)
+metrics.set_ready(True)
+metrics.startup_timings(load_s=float(requests), warmup_s=0.5)
+if shutdown == "close":
+    metrics.close()
+else:
+    print("written", flush=True)
+    sys.stdin.read()  # stay alive until the test closes stdin or kills us
+"""
+
+
+def worker_env(directory: Path) -> dict[str, str]:
+    pythonpath = os.pathsep.join([str(PROJECT / "src"), os.environ.get("PYTHONPATH", "")])
+    return {**os.environ, "PYTHONPATH": pythonpath, MULTIPROC_DIR_ENV: str(directory)}
+
+
+def test_multiprocess_metrics_merge_across_workers(tmp_path: Path) -> None:
+    env = worker_env(tmp_path)
+    run = [sys.executable, "-c", WORKER]
+    subprocess.run([*run, "3", "close"], env=env, check=True, timeout=60)
+    alive = subprocess.Popen(
+        [*run, "5", "stay"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert alive.stdout is not None and alive.stdout.readline() == "written\n"
+        samples = parse(generate_latest(multiprocess_registry(tmp_path)).decode())
+        # counters and histograms add up over every worker that ever ran
+        assert value(samples, "inference_requests_total", route="/v1/x", status="200") == 8
+        assert value(samples, "inference_batch_size_count", model="demo") == 2
+        assert value(samples, "inference_batch_size_sum", model="demo") == 8
+        # live gauges: the worker that shut down no longer counts
+        assert value(samples, "inference_queue_depth", model="demo") == 5
+        assert value(samples, "inference_ready", model="demo") == 1
+        assert value(samples, "inference_model_load_seconds", model="demo") == 5
+        assert value(samples, "inference_in_flight_requests") == 0
+        assert not any("pid" in dict(labels) for _, labels in samples)
+    finally:
+        alive.kill()  # dies without shutting down, as a crashed worker does
+        alive.wait(timeout=30)
+    samples = parse(generate_latest(multiprocess_registry(tmp_path)).decode())
+    assert value(samples, "inference_requests_total", route="/v1/x", status="200") == 8
+    assert "inference_queue_depth" not in names(samples)
+    assert "inference_ready" not in names(samples)
+
+
+def test_shared_metrics_dir_is_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MULTIPROC_DIR_ENV, raising=False)
+    with shared_metrics_dir() as directory:
+        assert os.environ[MULTIPROC_DIR_ENV] == str(directory)
+        assert directory.is_dir() and not any(directory.iterdir())
+    assert MULTIPROC_DIR_ENV not in os.environ and not directory.exists()
+
+    configured = tmp_path / "metrics"
+    configured.mkdir()
+    (configured / "counter_123.db").write_bytes(b"stale")
+    (configured / "keep.txt").write_text("not ours")
+    monkeypatch.setenv(MULTIPROC_DIR_ENV, str(configured))
+    with shared_metrics_dir() as directory:
+        assert directory == configured
+        assert [p.name for p in directory.iterdir()] == ["keep.txt"]
+    assert configured.is_dir()
+
+
+@pytest.mark.heavy
+def test_server_with_two_workers_counts_every_request(model_path: Path, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **worker_env(tmp_path),
+        f"{ENV_PREFIX}WORKERS": "2",
+        f"{ENV_PREFIX}HOST": "127.0.0.1",
+        f"{ENV_PREFIX}PORT": str(port),
+        f"{ENV_PREFIX}MODEL_PATH": str(model_path),
+        f"{ENV_PREFIX}MODEL_NAME": MODEL,
+        f"{ENV_PREFIX}CPU_FALLBACK": "true",
+        f"{ENV_PREFIX}LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_both_workers_ready(server, base, tmp_path)
+        sent = 40
+        for _ in range(sent):  # a new connection each: the workers share the listening socket
+            response = httpx.get(f"{base}/health/live", headers={"Connection": "close"})
+            assert response.status_code == 200
+        for _ in range(3):  # whichever worker answers, it reports both
+            samples = parse(httpx.get(f"{base}/metrics").text)
+            assert value(samples, "inference_requests_total", route="/health/live") == sent
+            assert value(samples, "inference_ready", model=MODEL) == 1
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert not list(tmp_path.glob("gauge_live*.db")), "a worker left its live gauges behind"
+
+
+def wait_until_both_workers_ready(
+    server: subprocess.Popen[bytes], base: str, directory: Path
+) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            assert server.stderr is not None
+            log = server.stderr.read()[-3000:].decode(errors="replace")
+            pytest.fail(f"the server exited with {server.returncode}:\n{log}")
+        pids = {path.name.rsplit("_", 1)[1] for path in directory.glob("gauge_livemin_*.db")}
+        if len(pids) == 2:
+            try:
+                samples = parse(httpx.get(f"{base}/metrics", timeout=5).text)
+                if value(samples, "inference_ready", model=MODEL) == 1:
+                    return
+            except (httpx.HTTPError, AssertionError):
+                pass
+        time.sleep(0.2)
+    pytest.fail("two ready workers did not appear within 120 s")
