@@ -154,21 +154,22 @@ async def generate_load(
 ) -> LoadResult:
     """Closed loop: ``concurrency`` connections; replies finishing in the window are counted.
 
-    The first second warms the connections up and is not counted.
+    The window opens once every client has had one reply (the queue has reached
+    its steady state at this load) and stays open ``seconds``.
     """
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
     first_audio: list[float] = []
     audio_seconds = 0.0
-    window_start = time.perf_counter() + 1.0
-    window_end = window_start + seconds
+    warm = 0
+    window = [math.inf, math.inf]  # start, end
 
     async def client(index: int) -> None:
-        nonlocal audio_seconds
+        nonlocal audio_seconds, warm
         reader, writer = await asyncio.open_connection(target.host, target.port)
         turn = index
         try:
-            while (sent := time.perf_counter()) < window_end:
+            while (sent := time.perf_counter()) < window[1]:
                 writer.write(requests[turn % len(requests)])
                 turn += concurrency
                 try:
@@ -176,7 +177,11 @@ async def generate_load(
                 except (asyncio.IncompleteReadError, ConnectionError):
                     reply = Reply(0, 0, math.nan, True)  # cut off: count it and reconnect
                 done = time.perf_counter()
-                if window_start <= done < window_end:
+                if turn == index + concurrency:  # this client's first reply
+                    warm += 1
+                    if warm == concurrency:
+                        window[:] = [done, done + seconds]
+                elif window[0] <= done < window[1]:
                     statuses[reply.status] += 1
                     if reply.status == 200:
                         latencies.append((done - sent) * 1000)

@@ -99,9 +99,8 @@ class Model:
             ids[row, : len(utterance.ids)] = utterance.ids
             durations[row, : len(utterance.durations)] = utterance.durations
         voices = np.array([u.voice for u in batch], dtype=np.int64)
-        audio = self._session.run(["audio"], {"ids": ids, "durations": durations, "voice": voices})[
-            0
-        ]
+        feeds = {"ids": ids, "durations": durations, "voice": voices}
+        (audio,) = self._session.run(["audio"], feeds)
         # copies: a view would keep the whole batch alive until every stream is done
         return [audio[row, : self.num_samples(u)].copy() for row, u in enumerate(batch)]
 
@@ -111,9 +110,9 @@ class Model:
         One frame per character: the same model input shapes with the least audio,
         so warmup stays short.
         """
-        text = ("the quick brown fox jumps over the lazy dog. " * 50)[
-            : self.settings.tts_chunk_chars
-        ]
+        sentence = "the quick brown fox jumps over the lazy dog. "
+        width = self.settings.tts_chunk_chars
+        text = (sentence * (width // len(sentence) + 1))[:width]
         utterances = [
             self.prepare(text, self.voices[i % len(self.voices)], 1.0) for i in range(count)
         ]

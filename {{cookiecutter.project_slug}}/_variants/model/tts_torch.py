@@ -209,9 +209,9 @@ class Model:
         One frame per character: the same model input shapes with the least audio,
         so warmup stays short.
         """
-        text = ("the quick brown fox jumps over the lazy dog. " * 50)[
-            : self.settings.tts_chunk_chars
-        ]
+        sentence = "the quick brown fox jumps over the lazy dog. "
+        width = self.settings.tts_chunk_chars
+        text = (sentence * (width // len(sentence) + 1))[:width]
         utterances = [
             self.prepare(text, self.voices[i % len(self.voices)], 1.0) for i in range(count)
         ]
