@@ -155,17 +155,20 @@ async def generate_load(
     """Closed loop: ``concurrency`` connections; replies finishing in the window are counted.
 
     The window opens once every client has had one reply (the queue has reached
-    its steady state at this load) and stays open ``seconds``.
+    its steady state at this load) and stays open ``seconds``, or three times the
+    slowest first reply if that is longer: at high concurrency replies come in
+    waves, and the window must hold several of them.
     """
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
     first_audio: list[float] = []
     audio_seconds = 0.0
     warm = 0
+    slowest_first = 0.0
     window = [math.inf, math.inf]  # start, end
 
     async def client(index: int) -> None:
-        nonlocal audio_seconds, warm
+        nonlocal audio_seconds, warm, slowest_first
         reader, writer = await asyncio.open_connection(target.host, target.port)
         turn = index
         try:
@@ -179,8 +182,9 @@ async def generate_load(
                 done = time.perf_counter()
                 if turn == index + concurrency:  # this client's first reply
                     warm += 1
+                    slowest_first = max(slowest_first, done - sent)
                     if warm == concurrency:
-                        window[:] = [done, done + seconds]
+                        window[:] = [done, done + max(seconds, 3 * slowest_first)]
                 elif window[0] <= done < window[1]:
                     statuses[reply.status] += 1
                     if reply.status == 200:
@@ -194,7 +198,9 @@ async def generate_load(
             writer.close()
 
     await asyncio.gather(*(client(i) for i in range(concurrency)))
-    return LoadResult(concurrency, seconds, dict(statuses), audio_seconds, latencies, first_audio)
+    return LoadResult(
+        concurrency, window[1] - window[0], dict(statuses), audio_seconds, latencies, first_audio
+    )
 
 
 # --- the model alone -----------------------------------------------------------------------
