@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
 
-.PHONY: demo test test-fast lint docs bench clean
+.PHONY: demo test test-fast test-matrix lint docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -21,9 +21,13 @@ test: $(STAMP) lint
 	$(PYTHON) -m pytest -n $(JOBS) --dist loadgroup
 	$(MAKE) docs
 
-## test-fast: everything but the generated projects' own test suites
+## test-fast: everything but the generated projects' own test suites and the container runs
 test-fast: $(STAMP)
-	$(PYTHON) -m pytest -n $(JOBS) -m "not slow"
+	$(PYTHON) -m pytest -n $(JOBS) -m "not slow and not container"
+
+## test-matrix: the combinations matching a pytest -k expression, e.g. SELECT="llm and torch"
+test-matrix: $(STAMP)
+	$(PYTHON) -m pytest -n $(JOBS) --dist loadgroup -k "$(SELECT)" tests/test_generation.py tests/test_deployment.py
 
 # explicit paths: ruff would otherwise parse the template's Jinja pyproject.toml
 LINT_PATHS := hooks tests scripts local_extensions.py

@@ -26,6 +26,7 @@ OPTIONS: dict[str, str] = json.loads(
         "device": cookiecutter.device,
         "batching": cookiecutter.batching,
         "monitoring": cookiecutter.monitoring,
+        "kubernetes": cookiecutter.kubernetes,
     } | tojson }}"""
 )
 
@@ -85,6 +86,9 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "deploy/prometheus",
             "deploy/grafana",
         ],
+    },
+    "kubernetes": {
+        "yes": ["deploy/k8s"],
     },
 }
 

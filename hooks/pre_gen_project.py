@@ -27,6 +27,7 @@ ANSWERS: dict[str, str] = json.loads(
         "device": cookiecutter.device,
         "batching": cookiecutter.batching,
         "monitoring": cookiecutter.monitoring,
+        "kubernetes": cookiecutter.kubernetes,
     } | tojson }}"""
 )
 
@@ -39,6 +40,7 @@ CHOICES = {
     "device": ("cpu", "gpu"),
     "batching": ("dynamic", "none"),
     "monitoring": ("prometheus", "none"),
+    "kubernetes": ("yes", "no"),
 }
 # Combinations that cannot work, with the reason shown to the user.
 UNSUPPORTED: list[tuple[dict[str, str], str]] = []

@@ -6,14 +6,17 @@ PACKAGE = "src/ai_service"
 
 COMMON = {
     ".dockerignore",
+    ".github/workflows/ci.yml",
     ".gitignore",
     "Dockerfile",
     "Makefile",
     "README.md",
+    "compose.yaml",
     "pyproject.toml",
     "scripts/make_demo_model.py",
     f"{PACKAGE}/__init__.py",
     f"{PACKAGE}/__main__.py",
+    f"{PACKAGE}/healthcheck.py",
     f"{PACKAGE}/api/__init__.py",
     f"{PACKAGE}/api/deps.py",
     f"{PACKAGE}/api/health.py",
@@ -36,6 +39,7 @@ COMMON = {
     "tests/test_auth.py",
     "tests/test_fuzz.py",
     "tests/test_health.py",
+    "tests/test_healthcheck.py",
     "tests/test_settings.py",
 }
 
@@ -72,6 +76,15 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "deploy/grafana/provisioning/datasources/datasource.yml",
         "deploy/grafana/provisioning/dashboards/dashboards.yml",
         "deploy/grafana/dashboards/inference.json",
+    },
+    ("kubernetes", "yes"): {
+        "deploy/k8s/README.md",
+        "deploy/k8s/configmap.yaml",
+        "deploy/k8s/deployment.yaml",
+        "deploy/k8s/hpa.yaml",
+        "deploy/k8s/kustomization.yaml",
+        "deploy/k8s/pdb.yaml",
+        "deploy/k8s/service.yaml",
     },
 }
 
