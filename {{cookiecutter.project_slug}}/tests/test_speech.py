@@ -34,8 +34,8 @@ from .conftest import live_server, make_settings, run_async
 MODEL = Settings(_env_file=None).model_name
 SAMPLE_RATE = 24_000
 SENTENCE = "The quick brown fox jumps over the lazy dog."
-# small chunks so short texts still stream in several parts; one CPU thread per model call
-SMALL = {"tts_chunk_chars": 48, "intra_op_threads": 1}
+# small chunks, so that short texts still stream in several parts
+SMALL = {"tts_chunk_chars": 48}
 # batches form only when the generated service batches (batching=none keeps one item per call)
 BATCHING = {"max_batch_size": 4, "max_batch_wait_ms": 20.0}
 if Settings(_env_file=None).max_batch_size == 1:

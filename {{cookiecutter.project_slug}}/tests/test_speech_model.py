@@ -35,7 +35,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def model(model_path: Path) -> Model:
-    loaded = Model(make_settings(model_path, intra_op_threads=1))
+    loaded = Model(make_settings(model_path))
     loaded.load()
     return loaded
 
