@@ -176,11 +176,11 @@ def test_continuations_skip_the_queue_bound_and_the_drain() -> None:
         queued += [service.submit(1), service.submit(2)]  # the queue is now full
         with pytest.raises(Overloaded):
             service.submit("new request")
-        continuation = service.submit("next chunk", admitted=True)
+        continuation = service.submit("next chunk", continuation=True)
         service.readiness.draining = True
         with pytest.raises(NotReady):
             service.submit("new request while draining")
-        late = service.submit("next chunk while draining", admitted=True)
+        late = service.submit("next chunk while draining", continuation=True)
         for _ in range(5):
             gate.release()
         results = await asyncio.gather(*queued, continuation, late)

@@ -1,7 +1,7 @@
 """Build the demo image classifier as safetensors weights, offline and deterministically.
 
 The network is ``DemoClassifier`` from the service's ``model.py``; its weights
-come from a fixed seed (about 10 M multiply-adds per 64x64 image), saved with
+come from a fixed seed (about 58 M multiply-adds per 64x64 image), saved with
 safetensors (never pickle) next to ``labels.txt``. The weights are random, so
 predictions are meaningless but repeatable.
 

@@ -38,19 +38,25 @@ STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
 
 
 class DemoClassifier(nn.Module):
-    """Three strided 3x3 convolutions, global average pooling, a linear head."""
+    """Four strided 3x3 convolutions, global average pooling, a linear head.
+
+    About 58 M multiply-adds per 64x64 image: roughly 0.5-1 ms per image on one
+    CPU core, the cost of a small real vision model.
+    """
 
     def __init__(self, num_classes: int = NUM_CLASSES) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, 3, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(32, 64, 3, stride=2, padding=1)
-        self.conv3 = nn.Conv2d(64, 128, 3, stride=2, padding=1)
-        self.fc = nn.Linear(128, num_classes)
+        self.conv1 = nn.Conv2d(3, 64, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(64, 128, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(128, 256, 3, stride=2, padding=1)
+        self.conv4 = nn.Conv2d(256, 512, 3, stride=2, padding=1)
+        self.fc = nn.Linear(512, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.conv1(x))
         x = torch.relu(self.conv2(x))
         x = torch.relu(self.conv3(x))
+        x = torch.relu(self.conv4(x))
         return self.fc(x.mean(dim=(2, 3)))
 
 

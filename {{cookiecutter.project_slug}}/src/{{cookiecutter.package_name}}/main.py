@@ -11,7 +11,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, workload
-from .api import health
+from .api import bench, health
 from .api.deps import require_api_key
 from .logging_config import configure_logging
 {%- if cookiecutter.monitoring == 'prometheus' %}
@@ -98,6 +98,8 @@ def create_app(
         app.include_router(router)
     for router in workload.PROTECTED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_api_key)])
+    if settings.bench_endpoint:
+        app.include_router(bench.router, dependencies=[Depends(require_api_key)])
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -141,8 +141,8 @@ class Settings(BaseSettings):
         {{ '2.0' if cookiecutter.batching == 'dynamic' else '0.0' }},
         ge=0,
         le=10_000,
-        description="How long the oldest queued item waits for a fuller batch; a full "
-        "batch is dispatched at once.",
+        description="How long the oldest queued item waits for a fuller batch. A full "
+        "batch is dispatched at once, and so is one that no admitted request can still join.",
     )
     max_queue_size: int = Field(
         256,
@@ -175,6 +175,11 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None,
         description="When set, every route except health needs `Authorization: Bearer <key>`.",
+    )
+    bench_endpoint: bool = Field(
+        False,
+        description="Mount `POST /_bench/read-body`, which only reads the body: "
+        "`scripts/bench.py` measures the server's HTTP ceiling with it. Off in production.",
     )
     cors_origins: list[str] = Field(
         default_factory=list,

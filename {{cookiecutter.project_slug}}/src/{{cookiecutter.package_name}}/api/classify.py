@@ -1,19 +1,43 @@
-"""Native image classification: ``POST /v1/classify`` (multipart upload) -> top-k labels."""
+"""Native image classification: ``POST /v1/classify`` -> top-k labels.
+
+The image comes either as a multipart upload (field ``file``, what browsers
+and ``curl -F`` send) or as the raw request body with ``Content-Type:
+image/jpeg`` or ``image/png`` (``curl --data-binary``), which skips multipart
+parsing altogether: the cheaper path for programs.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
+from ..runtime.errors import InvalidInput, UnsupportedMediaType
 from ..runtime.service import InferenceService
 from .deps import disconnect_waiter, get_service, get_settings
-from .responses import ERROR_RESPONSES
+from .responses import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(tags=["classification"])
+
+RAW_IMAGE_TYPES = ("image/jpeg", "image/png", "application/octet-stream")
+IMAGE_SCHEMA = {"type": "string", "format": "binary", "description": "A JPEG or PNG image"}
+REQUEST_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": IMAGE_SCHEMA},
+                "required": ["file"],
+            }
+        },
+        **{media_type: {"schema": IMAGE_SCHEMA} for media_type in RAW_IMAGE_TYPES},
+    },
+}
 
 
 class Prediction(BaseModel):
@@ -35,23 +59,53 @@ def top_k(logits: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
     return [Prediction(label=labels[i], score=float(probabilities[i])) for i in best]
 
 
+async def read_image(request: Request) -> bytes:
+    """The image bytes of a multipart (field ``file``) or raw-body upload."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type in RAW_IMAGE_TYPES:
+        return await request.body()
+    if media_type != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"send the image as multipart/form-data (field `file`) or as a raw "
+            f"image/jpeg or image/png body, not {media_type or 'no content type'}",
+            param="file",
+        )
+    try:
+        form = await request.form(max_files=1, max_fields=10)
+    except HTTPException as exc:  # malformed multipart, too many parts
+        raise InvalidInput(f"invalid multipart body: {exc.detail}", param="file") from None
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("field `file` with the image is required", param="file")
+        return await upload.read()
+    finally:
+        await form.close()
+
+
 @router.post(
     "/v1/classify",
     response_model=ClassifyResponse,
     summary="Classify one JPEG or PNG image",
-    responses=ERROR_RESPONSES,
+    responses={
+        **ERROR_RESPONSES,
+        415: {"model": ErrorBody, "description": "Neither multipart nor a raw image body"},
+    },
+    openapi_extra={"requestBody": REQUEST_BODY},
 )
 async def classify(
     request: Request,
-    file: Annotated[UploadFile, File(description="A JPEG or PNG image")],
     k: Annotated[int, Query(ge=1, le=100, description="How many labels to return")] = 5,
     service: InferenceService[Any] = Depends(get_service),
 ) -> ClassifyResponse:
     settings = get_settings(request)
-    data = await file.read()
     model = service.model
-    row = await run_in_threadpool(model.preprocess, data)
-    logits = await service.infer(row[np.newaxis], 1, disconnected=disconnect_waiter(request))
+    with service.admit() as admission:  # a full queue answers 503 before the upload is read
+        data = await read_image(request)
+        row = await service.preprocess(model.preprocess, data)  # decode + resize off the loop
+        logits = await service.infer(
+            row[np.newaxis], 1, admission=admission, disconnected=disconnect_waiter(request)
+        )
     return ClassifyResponse(
         model=settings.model_name, predictions=top_k(logits[0], model.labels, k)
     )

@@ -17,7 +17,9 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_service(request: Request) -> InferenceService[Any]:
+async def get_service(request: Request) -> InferenceService[Any]:
+    # async on purpose: FastAPI runs a plain `def` dependency in its thread pool,
+    # a thread hop per request for a dictionary lookup
     service = getattr(request.app.state, "service", None)
     if service is None:
         raise NotReady("the model is still loading")

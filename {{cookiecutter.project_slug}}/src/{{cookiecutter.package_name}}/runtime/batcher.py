@@ -1,21 +1,34 @@
 """Dynamic batching behind a bounded queue.
 
-Requests ``submit`` a payload of ``size`` items (a v2 tensor may carry several
-rows). One worker per model instance takes work from a shared FIFO queue and
-dispatches a batch as soon as ``max_batch_size`` items wait, or when the oldest
-queued item has waited ``max_batch_wait_s``, whichever comes first. The model
-runs in a worker thread, so the event loop keeps accepting and parsing requests
-while it computes; the next batch fills up meanwhile.
+A request first takes an ``Admission`` (``admit()``), before its body is read:
+a full queue or a closed batcher refuses it there, at once and for the price
+of a few comparisons. The admitted request reads and pre-processes its input,
+then ``infer``s a payload of ``size`` items (a v2 tensor may carry several rows).
+
+One worker per model instance takes work from a shared FIFO queue and
+dispatches a batch as soon as one of these holds:
+
+- ``max_batch_size`` items wait (a full batch goes at once);
+- the oldest queued item has waited ``max_wait_s``;
+- no admitted request is still on its way to the queue (all of them are
+  queued already), so waiting could not fill the batch: at low load a lone
+  request is dispatched at once instead of paying ``max_wait_s``.
+
+The model runs in a worker thread (one per instance), so the event loop keeps
+reading and parsing requests while it computes, and the next batch fills up
+meanwhile.
 
 Guarantees:
 - every result goes to exactly the request that submitted it (results are
   matched by position and checked for count);
 - a full queue refuses at once (``Overloaded``: 503 + Retry-After) instead of
   growing without bound;
-- a request that timed out or whose client went away is cancelled, and a
-  cancelled item is dropped before it reaches the model;
+- a request not answered within its timeout gets ``RequestTimeout`` (504); one
+  whose client went away gets ``ClientDisconnected``; either way its item is
+  dropped before it reaches the model;
 - an exception fails only the batch it happened in; an out-of-memory error
-  splits the batch in halves and retries down to single items.
+  splits the batch in halves and retries down to single payloads, and a single
+  payload that still does not fit answers ``OutOfMemory`` (503).
 """
 
 from __future__ import annotations
@@ -91,10 +104,51 @@ class _Failure:
 class BatcherStats:
     batches: int = 0
     items: int = 0
-    skipped_cancelled: int = 0
+    skipped: int = 0  # timed out or disconnected before compute
     oom_splits: int = 0
     failures: int = 0
     batch_sizes: list[int] = field(default_factory=list)
+
+
+class Admission:
+    """A request admitted to the batcher but not yet queued (reading, pre-processing).
+
+    While it is open it holds one queue slot and tells the batcher that one
+    more item is on its way. ``infer`` turns it into a queued item; leaving
+    the ``with`` block without queueing (bad input, an error) releases it.
+    """
+
+    __slots__ = ("_batcher", "_open")
+
+    def __init__(self, batcher: Batcher[Any]) -> None:
+        self._batcher = batcher
+        self._open = True
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        if self._open:
+            self._open = False
+            self._batcher._arrival_left()
+
+    async def infer(
+        self,
+        payload: Any,
+        size: int = 1,
+        *,
+        timeout_s: float,
+        disconnected: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Any:
+        """Queue the payload and wait for its result (see ``Batcher.infer``)."""
+        if not self._open:
+            raise RuntimeError("this admission was already used")
+        return await self._batcher.infer(
+            payload, size, timeout_s=timeout_s, disconnected=disconnected, admission=self
+        )
 
 
 class Batcher(Generic[InstanceT]):
@@ -121,10 +175,14 @@ class Batcher(Generic[InstanceT]):
         self._observer: BatchObserver = observer or NullObserver()
         self._queue: deque[_WorkItem] = deque()
         self._queued_rows = 0
+        self._arriving = 0  # admitted requests not yet queued
         self._executing = 0
-        self._closed = False
+        self._accepting = True  # admit() and bare submit() take new work
+        self._closed = False  # workers stop once the queue is empty
+        self._no_arrivals = asyncio.Event()
+        self._no_arrivals.set()
         self._not_empty = asyncio.Event()
-        self._full = asyncio.Event()
+        self._dispatch_now = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._workers: list[asyncio.Task[None]] = []
@@ -136,10 +194,9 @@ class Batcher(Generic[InstanceT]):
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         for index, instance in enumerate(self._instances):
-            task = asyncio.get_running_loop().create_task(
-                self._worker(instance), name=f"batcher-worker-{index}"
-            )
+            task = loop.create_task(self._worker(instance), name=f"batcher-worker-{index}")
             self._workers.append(task)
 
     async def run_direct(self, payloads: list[Any], instance_index: int = 0) -> Sequence[Any]:
@@ -154,7 +211,7 @@ class Batcher(Generic[InstanceT]):
 
     @property
     def depth(self) -> int:
-        """Items waiting in the queue (not yet dispatched)."""
+        """Requests waiting in the queue (not yet dispatched)."""
         return len(self._queue)
 
     @property
@@ -162,13 +219,23 @@ class Batcher(Generic[InstanceT]):
         return bool(self._queue) or self._executing > 0
 
     async def drain(self, timeout_s: float) -> bool:
-        """Stop taking work, finish what is queued and running; True if all finished."""
+        """Stop taking work, finish what is admitted, queued and running; True if all did.
+
+        Requests admitted before the drain (still reading their body) may still
+        queue; new ones are refused. Whatever is left after ``timeout_s`` fails.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self._accepting = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_arrivals.wait(), timeout_s)
         self._closed = True
         self._not_empty.set()
-        self._full.set()
+        self._dispatch_now.set()
         finished = True
         if self._workers:
-            _, pending = await asyncio.wait(self._workers, timeout=timeout_s)
+            remaining = max(0.0, deadline - loop.time())
+            _, pending = await asyncio.wait(self._workers, timeout=remaining)
             finished = not pending
             for task in pending:
                 task.cancel()
@@ -182,31 +249,66 @@ class Batcher(Generic[InstanceT]):
         return finished
 
     # --- request side ----------------------------------------------------------
-    def submit(self, payload: Any, size: int = 1, *, admitted: bool = False) -> asyncio.Future[Any]:
+    def admit(self) -> Admission:
+        """Admit one request before its body is read, or refuse it at once.
+
+        Raises ``NotReady`` while draining and ``Overloaded`` (503 with
+        Retry-After) when the queue and the requests already on their way to
+        it fill ``max_queue_size``.
+        """
+        if not self._accepting:
+            raise NotReady("the service is shutting down")
+        if self._queued_rows + self._arriving >= self.max_queue_size:
+            raise self._overloaded()
+        self._arriving += 1
+        self._no_arrivals.clear()
+        return Admission(self)
+
+    def _arrival_left(self) -> None:
+        self._arriving -= 1
+        if self._arriving == 0:
+            self._no_arrivals.set()
+            if self._queue:
+                self._dispatch_now.set()  # nothing else is coming: do not wait for it
+
+    def _overloaded(self) -> Overloaded:
+        return Overloaded(f"request queue is full ({self.max_queue_size} items); retry later")
+
+    def submit(
+        self,
+        payload: Any,
+        size: int = 1,
+        *,
+        admission: Admission | None = None,
+        continuation: bool = False,
+    ) -> asyncio.Future[Any]:
         """Queue a payload of ``size`` items; the future resolves to its result.
 
-        ``admitted`` marks the continuation of a request that was already let
-        in (a speech stream's next chunk): it skips the queue bound, so work
-        that has started is finished rather than cut off halfway.
+        ``continuation`` marks the next part of a request that was let in earlier
+        (a speech stream's next chunk): it skips the queue bound and is taken
+        until the workers stop, so work that has started is not cut off halfway.
         """
-        if self._closed:
+        if self._closed or (admission is None and not continuation and not self._accepting):
             raise NotReady("the service is shutting down")
         if size > self.max_batch_size:
             raise InvalidInput(
                 f"batch of {size} items exceeds the maximum batch size {self.max_batch_size}",
                 code="batch_too_large",
             )
-        if len(self._queue) >= self.max_queue_size and not admitted:
-            raise Overloaded(f"request queue is full ({self.max_queue_size} waiting); retry later")
+        others_arriving = self._arriving - (1 if admission is not None else 0)
+        if self._queued_rows + others_arriving + size > self.max_queue_size and not continuation:
+            raise self._overloaded()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_WorkItem(payload, size, future, loop.time()))
         self._queued_rows += size
         self._idle.clear()
         self._observer.queue_depth(len(self._queue))
+        if admission is not None:
+            admission.release()  # after queueing, so the batcher sees the item, not a gap
         self._not_empty.set()
         if self._queued_rows >= self.max_batch_size:
-            self._full.set()
+            self._dispatch_now.set()
         return future
 
     async def infer(
@@ -216,34 +318,27 @@ class Batcher(Generic[InstanceT]):
         *,
         timeout_s: float,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
+        admission: Admission | None = None,
     ) -> Any:
         """Submit and wait for the result, bounded by ``timeout_s``.
 
-        ``disconnected`` is awaited alongside the result; if it completes first,
-        the client has gone, the item is cancelled (skipped before compute) and
-        ``ClientDisconnected`` is raised.
+        ``disconnected`` is run alongside: if it returns first, the client has
+        gone, the item is dropped before compute and ``ClientDisconnected`` is
+        raised. A timeout raises ``RequestTimeout`` and drops the item too.
         """
-        future = self.submit(payload, size)
-        if disconnected is None:
-            try:
-                return await asyncio.wait_for(future, timeout_s)
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"no result within the request timeout of {timeout_s:g} s"
-                ) from None
-        watcher = asyncio.ensure_future(disconnected())
+        future = self.submit(payload, size, admission=admission)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(timeout_s, _time_out, future, timeout_s)
+        watcher: asyncio.Task[Any] | None = None
+        if disconnected is not None:
+            watcher = loop.create_task(disconnected())
+            watcher.add_done_callback(lambda task: _client_gone(future, task))
         try:
-            done, _ = await asyncio.wait(
-                (future, watcher), timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
+            return await future
         finally:
-            watcher.cancel()
-        if future in done:
-            return future.result()
-        future.cancel()
-        if watcher in done:
-            raise ClientDisconnected()
-        raise RequestTimeout(f"no result within the request timeout of {timeout_s:g} s")
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     # --- worker side -----------------------------------------------------------
     async def _worker(self, instance: InstanceT) -> None:
@@ -253,6 +348,14 @@ class Batcher(Generic[InstanceT]):
                 return
             await self._execute(instance, batch)
 
+    def _should_wait(self) -> bool:
+        return (
+            self._queued_rows < self.max_batch_size
+            and self._arriving > 0
+            and self.max_wait_s > 0
+            and not self._closed
+        )
+
     async def _next_batch(self) -> list[_WorkItem] | None:
         loop = asyncio.get_running_loop()
         while True:
@@ -261,12 +364,12 @@ class Batcher(Generic[InstanceT]):
                     return None
                 self._not_empty.clear()
                 await self._not_empty.wait()
-            if self._queued_rows < self.max_batch_size and self.max_wait_s > 0:
+            if self._should_wait():
                 delay = self._queue[0].enqueued_at + self.max_wait_s - loop.time()
-                if delay > 0 and not self._closed:
-                    self._full.clear()
+                if delay > 0:
+                    self._dispatch_now.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._full.wait(), delay)
+                        await asyncio.wait_for(self._dispatch_now.wait(), delay)
             batch = self._take()
             if batch:
                 return batch
@@ -277,13 +380,13 @@ class Batcher(Generic[InstanceT]):
         while self._queue and rows + self._queue[0].size <= self.max_batch_size:
             item = self._queue.popleft()
             self._queued_rows -= item.size
-            if item.future.done():  # cancelled: timed out or client gone
-                self.stats.skipped_cancelled += 1
+            if item.future.done():  # timed out, client gone or cancelled
+                self.stats.skipped += 1
                 continue
             batch.append(item)
             rows += item.size
         if self._queued_rows < self.max_batch_size:
-            self._full.clear()
+            self._dispatch_now.clear()
         self._observer.queue_depth(len(self._queue))
         return batch
 
@@ -321,7 +424,7 @@ class Batcher(Generic[InstanceT]):
             self._idle.set()
 
     def _run_splitting_on_oom(self, instance: InstanceT, payloads: list[Any]) -> list[Any]:
-        """Run a batch; on out-of-memory, retry its halves, then fail single items."""
+        """Run a batch; on out-of-memory, retry its halves, then fail single payloads."""
         try:
             results = list(self._run_batch(instance, payloads))
         except Exception as exc:
@@ -329,12 +432,12 @@ class Batcher(Generic[InstanceT]):
                 raise
             release_cached_memory()
             if len(payloads) == 1:
-                logger.warning("out of memory on a single item; answering 503")
+                logger.warning("out of memory on a single request; answering 503")
                 return [_Failure(OutOfMemory("out of memory while computing this request"))]
             self.stats.oom_splits += 1
             middle = len(payloads) // 2
             logger.warning(
-                "out of memory on a batch of %d payloads; retrying as %d + %d",
+                "out of memory on a batch of %d requests; retrying as %d + %d",
                 len(payloads),
                 middle,
                 len(payloads) - middle,
@@ -350,3 +453,19 @@ class Batcher(Generic[InstanceT]):
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
+
+
+def _time_out(future: asyncio.Future[Any], timeout_s: float) -> None:
+    if not future.done():
+        message = f"no result within the request timeout of {timeout_s:g} s"
+        future.set_exception(RequestTimeout(message))
+
+
+def _client_gone(future: asyncio.Future[Any], watcher: asyncio.Task[Any]) -> None:
+    """The disconnect watcher finished: unless it was cancelled, the client is gone."""
+    if watcher.cancelled():
+        return
+    if watcher.exception() is not None:  # the connection broke: treat it as gone
+        logger.debug("disconnect watcher failed", exc_info=watcher.exception())
+    if not future.done():
+        future.set_exception(ClientDisconnected())

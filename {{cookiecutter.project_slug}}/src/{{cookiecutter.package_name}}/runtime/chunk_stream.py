@@ -62,9 +62,9 @@ class ChunkStream:
 
     def _top_up(self) -> None:
         while self._submitted < len(self._payloads) and len(self._pending) < self._in_flight:
-            admitted = self._submitted > 0
+            continuation = self._submitted > 0
             self._pending.append(
-                self._service.submit(self._payloads[self._submitted], 1, admitted=admitted)
+                self._service.submit(self._payloads[self._submitted], 1, continuation=continuation)
             )
             self._submitted += 1
             if not self._open:

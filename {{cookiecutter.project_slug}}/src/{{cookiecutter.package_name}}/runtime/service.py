@@ -1,21 +1,34 @@
-"""The loaded model, its batcher and the readiness state, as one object the routes use."""
+"""The loaded model, its batcher and the readiness state, as one object the routes use.
+
+A route serves one inference like this::
+
+    with service.admit() as admission:          # 503 at once when full or not ready
+        body = await request.body()
+        payload = await service.preprocess(model.preprocess, body)  # off the event loop
+        result = await service.infer(payload, admission=admission,
+                                     disconnected=disconnect_waiter(request))
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
-from .batcher import Batcher, BatchObserver, ClientDisconnected, RunBatch
+from .batcher import Admission, Batcher, BatchObserver, ClientDisconnected, RunBatch
 from .errors import NotReady, ServiceError
 from .warmup import warm_up
 
 logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class ClientClosedRequest(ServiceError):
@@ -34,6 +47,11 @@ class Readiness:
     @property
     def serving(self) -> bool:
         return self.ready and not self.draining
+
+
+def preprocess_threads() -> int:
+    """Threads for decoding and resizing: image codecs release the GIL, so one per core."""
+    return max(2, os.cpu_count() or 1)
 
 
 class InferenceService(Generic[ModelT]):
@@ -57,6 +75,9 @@ class InferenceService(Generic[ModelT]):
             max_wait_s=max_wait_s,
             max_queue_size=max_queue_size,
             observer=observer,
+        )
+        self._preprocess_pool = ThreadPoolExecutor(
+            max_workers=preprocess_threads(), thread_name_prefix="preprocess"
         )
         self.readiness = Readiness()
         self._open_streams = 0
@@ -87,26 +108,38 @@ class InferenceService(Generic[ModelT]):
 
     async def start(self, example_payload: Callable[[int], Any]) -> None:
         """Warm up, start the batching workers and report ready."""
-        self.warmup_seconds = await warm_up(self.batcher, example_payload)
+        device = getattr(self.model, "device", None)
+        # cuDNN autotunes per input shape: on a GPU every batch size is warmed, not a sample
+        every_size = bool(getattr(device, "is_cuda", False))
+        self.warmup_seconds = await warm_up(self.batcher, example_payload, every_size=every_size)
         self.batcher.start()
         self.readiness.ready = True
 
-    def submit(self, payload: Any, size: int = 1, *, admitted: bool = False) -> asyncio.Future[Any]:
+    def admit(self) -> Admission:
+        """Admit a request before reading its body; 503 at once when full or not serving."""
+        if not self.readiness.serving:
+            raise NotReady(
+                "the service is shutting down" if self.readiness.draining else "not ready"
+            )
+        return self.batcher.admit()
+
+    def submit(
+        self, payload: Any, size: int = 1, *, continuation: bool = False
+    ) -> asyncio.Future[Any]:
         """Queue a payload without waiting for it (a stream queues its chunks as it goes).
 
-        ``admitted``: the next part of a stream already let in; it is queued even
-        when the queue is full or the service is draining.
+        The first part of a request is admitted like any request (503 when the queue
+        is full or the service is not serving); a ``continuation`` (the next part of a
+        stream already let in) is queued even when the queue is full or draining.
         """
-        if not self.readiness.serving and not admitted:
+        if not continuation and not self.readiness.serving:
             raise NotReady(
-                "the model is not ready"
-                if not self.readiness.draining
-                else "the service is shutting down"
+                "the service is shutting down" if self.readiness.draining else "not ready"
             )
-        return self.batcher.submit(payload, size, admitted=admitted)
+        return self.batcher.submit(payload, size, continuation=continuation)
 
     def stream_opened(self) -> None:
-        """A request that submits more work as it goes (a stream) started; drain waits for it."""
+        """A request that queues more work as it goes (a stream) started; drain waits for it."""
         self._open_streams += 1
         self._streams_closed.clear()
 
@@ -115,22 +148,35 @@ class InferenceService(Generic[ModelT]):
         if self._open_streams == 0:
             self._streams_closed.set()
 
+    async def preprocess(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run CPU-heavy input handling (decode, resize, parse) off the event loop."""
+        loop = asyncio.get_running_loop()
+        if kwargs:
+            return await loop.run_in_executor(
+                self._preprocess_pool, lambda: function(*args, **kwargs)
+            )
+        return await loop.run_in_executor(self._preprocess_pool, function, *args)
+
     async def infer(
         self,
         payload: Any,
         size: int = 1,
         *,
+        admission: Admission | None = None,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
-        if not self.readiness.serving:
+        """Batch the payload with others and return its own result."""
+        if admission is None and not self.readiness.serving:
             raise NotReady(
-                "the model is not ready"
-                if not self.readiness.draining
-                else "the service is shutting down"
+                "the service is shutting down" if self.readiness.draining else "not ready"
             )
         try:
             return await self.batcher.infer(
-                payload, size, timeout_s=self.request_timeout_s, disconnected=disconnected
+                payload,
+                size,
+                timeout_s=self.request_timeout_s,
+                disconnected=disconnected,
+                admission=admission,
             )
         except ClientDisconnected:
             raise ClientClosedRequest("the client closed the connection") from None
@@ -146,6 +192,7 @@ class InferenceService(Generic[ModelT]):
                 logger.warning("%d stream(s) still open after %g s", self._open_streams, timeout_s)
         remaining = max(0.0, timeout_s - (time.perf_counter() - started))
         finished = await self.batcher.drain(remaining) and self._open_streams == 0
+        self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
         logger.info(
             "drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s"
         )
