@@ -4,11 +4,14 @@ Runs inside the generated project directory. No network, no installs: what a
 user runs next is `make install model test`.
 
 Files that exist in several versions live in ``_variants/<kind>/<key>.py``
-(key = workload, or workload_backend) and one of them is moved to its place;
-files that belong to one option value are listed in ``OWNED_BY`` and removed
-when another value was chosen. A path listed under several options exists only
-when every one of them has a value that lists it (GPU metrics: device=gpu and
-monitoring=prometheus). Directories left empty are removed.
+(key = workload, or workload_backend) and one of them is moved to its place
+(``VARIANTS``); ``OVERRIDES`` name variants that replace a shared file only
+for the options that have one. Files that belong to one option value are
+listed in ``OWNED_BY`` and removed when another value was chosen. A path
+listed under several options exists only when every one of them has a value
+that lists it (GPU metrics: device=gpu and monitoring=prometheus; the Hugging
+Face loader: workload=llm and backend=torch). Directories left empty are
+removed.
 """
 
 from __future__ import annotations
@@ -32,15 +35,14 @@ OPTIONS: dict[str, str] = json.loads(
 
 PACKAGE = f"src/{OPTIONS['package_name']}"
 
-# destination -> variant file (formatted with the options)
+# destination -> variant file (formatted with the options); every combination has one
 VARIANTS: dict[str, str] = {
     f"{PACKAGE}/model.py": "_variants/model/{workload}_{backend}.py",
     f"{PACKAGE}/workload.py": "_variants/workload/{workload}.py",
     "scripts/make_demo_model.py": "_variants/demo_model/{workload}_{backend}.py",
 }
-# Like VARIANTS, but placed only where the template has a variant for the chosen options
-# (a workload without its own benchmark yet gets none).
-OPTIONAL_VARIANTS: dict[str, str] = {
+# destination -> variant that replaces the shared file there, where it exists
+OVERRIDES: dict[str, str] = {
     "scripts/bench.py": "_variants/bench/{workload}.py",
 }
 
@@ -53,9 +55,28 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/arrays.py",
             f"{PACKAGE}/runtime/images.py",
             "tests/images.py",
+            "tests/test_batcher.py",  # drives the batcher through /v1/classify
             "tests/test_classify.py",
             "tests/test_resilience.py",
             "tests/test_v2.py",
+        ],
+        "llm": [
+            f"{PACKAGE}/api/openai_completions.py",
+            f"{PACKAGE}/api/openai_schemas.py",
+            f"{PACKAGE}/runtime/generation.py",
+            f"{PACKAGE}/runtime/kv_cache.py",
+            f"{PACKAGE}/runtime/sampling.py",
+            f"{PACKAGE}/runtime/scheduler.py",
+            f"{PACKAGE}/runtime/text_stream.py",
+            f"{PACKAGE}/runtime/tokenizer.py",
+            "tests/llm_support.py",
+            "tests/test_llm_api.py",
+            "tests/test_llm_model.py",
+            "tests/test_scheduler.py",
+            "tests/test_text.py",
+            # with backend=torch only (listed there too)
+            f"{PACKAGE}/runtime/hf_causal_lm.py",
+            "tests/test_hf_model.py",
         ],
         "tts": [
             f"{PACKAGE}/api/openai_models.py",
@@ -72,7 +93,12 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/onnxruntime_backend.py",
             "tests/test_device_onnxruntime.py",
         ],
-        "torch": [f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"],
+        "torch": [
+            f"{PACKAGE}/runtime/torch_backend.py",
+            "tests/test_device_torch.py",
+            f"{PACKAGE}/runtime/hf_causal_lm.py",  # with workload=llm only
+            "tests/test_hf_model.py",
+        ],
     },
     "device": {
         "gpu": [f"{PACKAGE}/gpu_metrics.py", "tests/test_gpu_metrics.py"],
@@ -93,6 +119,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
 }
 
 
+
 def remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
@@ -103,12 +130,12 @@ def remove(path: Path) -> None:
 def place_variants(root: Path, options: dict[str, str]) -> None:
     for destination, pattern in VARIANTS.items():
         source = root / pattern.format(**options)
+        target = root / destination
         if not source.is_file():
             raise SystemExit(f"ERROR: the template has no variant {pattern.format(**options)}")
-        target = root / destination
         target.parent.mkdir(parents=True, exist_ok=True)
         source.replace(target)
-    for destination, pattern in OPTIONAL_VARIANTS.items():
+    for destination, pattern in OVERRIDES.items():
         source = root / pattern.format(**options)
         if source.is_file():
             target = root / destination

@@ -17,7 +17,7 @@ from .conftest import make_settings
 KEY = "test-key-0123456789"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def secured(model_path: Path) -> Iterator[TestClient]:
     with TestClient(create_app(make_settings(model_path, api_key=KEY))) as client:
         yield client

@@ -39,7 +39,15 @@ class Settings(BaseSettings):
     )
     model_path: Path = Field(
         Path("models/model.{{ 'onnx' if cookiecutter.backend == 'onnxruntime' else 'safetensors' }}"),
+{%- if cookiecutter.workload == 'llm' and cookiecutter.backend == 'onnxruntime' %}
+        description="Decode graph loaded at start-up, with `prefill.onnx` beside it (built by "
+        "`make model`).",
+{%- elif cookiecutter.workload == 'llm' %}
+        description="Demo weights (.safetensors, built by `make model`), or a local Hugging Face "
+        "causal-LM folder (needs the `hf` extra; never downloads, never runs remote code).",
+{%- else %}
         description="Model file loaded at start-up (built by `make model`).",
+{%- endif %}
     )
 {%- if cookiecutter.workload == 'vision' %}
     labels_path: Path | None = Field(
@@ -78,6 +86,7 @@ class Settings(BaseSettings):
         "to finish), at the cost of later first audio for everyone under load.",
     )
 {%- endif %}
+{%- if cookiecutter.workload != 'llm' %}
     model_instances: int = Field(
         1,
         ge=1,
@@ -85,6 +94,7 @@ class Settings(BaseSettings):
         description="Model copies, each with its own worker thread; raise on many-core "
         "CPUs or to overlap GPU work.",
     )
+{%- endif %}
 
     # --- device ----------------------------------------------------------------
     device: str = Field(
@@ -124,6 +134,56 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads one model call may use on the CPU; 0 lets the runtime decide.",
     )
+{%- if cookiecutter.workload == 'llm' %}
+
+    # --- generation: continuous batching and backpressure --------------------
+    max_running_sequences: int = Field(
+        {{ '32' if cookiecutter.batching == 'dynamic' else '1' }},
+        ge=1,
+        le=1024,
+        description="Sequences decoded together; new ones join and finished ones leave at "
+        "every step."
+{%- if cookiecutter.batching == 'none' %}
+        " Generated with batching=none: 1 (one sequence at a time).",
+{%- else %}
+        " 1 serves one sequence at a time.",
+{%- endif %}
+    )
+    max_waiting_sequences: int = Field(
+        256,
+        ge=0,
+        description="Sequences allowed to wait for a free slot; beyond it requests answer 503 "
+        "with Retry-After.",
+    )
+    max_tokens_per_step: int = Field(
+        512,
+        ge=1,
+        description="Prompt tokens prefilled in one step plus one per running sequence: bounds "
+        "how long running streams pause for new prompts (one waiting prompt is always "
+        "admitted when a slot is free, even a longer one).",
+    )
+    context_length: int = Field(
+        0,
+        ge=0,
+        description="Most tokens (prompt + completion) per sequence; 0 uses the model's own "
+        "maximum. Longer prompts answer 400.",
+    )
+    default_max_tokens: int = Field(
+        256,
+        ge=1,
+        description="Completion length when a request sets no max_tokens (capped by what the "
+        "context leaves).",
+    )
+    max_tokens_limit: int = Field(
+        4096, ge=1, description="Largest max_tokens a request may ask for; larger answers 400."
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request still waiting for a slot after this time gets 504 (a running "
+        "generation is never cut short).",
+    )
+{%- else %}
 
     # --- batching and backpressure -------------------------------------------
     max_batch_size: int = Field(
@@ -152,6 +212,7 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         30.0, gt=0, description="A request not answered within this time gets 504."
     )
+{%- endif %}
     shutdown_timeout_s: float = Field(
         30.0,
         ge=0,
@@ -206,6 +267,20 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+{%- if cookiecutter.workload == 'llm' %}
+
+    @model_validator(mode="after")
+    def _check_tokens(self) -> Settings:
+        if self.context_length and self.context_length < 2:
+            raise ValueError("context_length must be 0 (the model's own) or at least 2")
+        return self
+
+    @property
+    def max_batch_size(self) -> int:
+        """The most sequences one model call takes (batch-size metrics are sized by it)."""
+        return self.max_running_sequences
+{%- else %}
+
     @model_validator(mode="after")
     def _check_queue(self) -> Settings:
         if self.max_queue_size < self.max_batch_size:
@@ -217,6 +292,7 @@ class Settings(BaseSettings):
     @property
     def max_batch_wait_s(self) -> float:
         return self.max_batch_wait_ms / 1000.0
+{%- endif %}
 {%- if cookiecutter.workload == 'vision' %}
 
     @property
