@@ -89,6 +89,15 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_embeddings_batching.py",
             "tests/test_embeddings_real_model.py",
         ],
+        "tts": [
+            f"{PACKAGE}/api/openai_models.py",
+            f"{PACKAGE}/api/speech.py",
+            f"{PACKAGE}/runtime/audio.py",
+            f"{PACKAGE}/runtime/chunk_stream.py",
+            f"{PACKAGE}/runtime/text_chunks.py",
+            "tests/test_speech.py",
+            "tests/test_speech_model.py",
+        ],
     },
     "backend": {
         "onnxruntime": [

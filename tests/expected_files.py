@@ -81,6 +81,15 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_embeddings_batching.py",
         "tests/test_embeddings_real_model.py",
     },
+    ("workload", "tts"): {
+        f"{PACKAGE}/api/openai_models.py",
+        f"{PACKAGE}/api/speech.py",
+        f"{PACKAGE}/runtime/audio.py",
+        f"{PACKAGE}/runtime/chunk_stream.py",
+        f"{PACKAGE}/runtime/text_chunks.py",
+        "tests/test_speech.py",
+        "tests/test_speech_model.py",
+    },
     ("backend", "onnxruntime"): {
         f"{PACKAGE}/runtime/onnxruntime_backend.py",
         "tests/test_device_onnxruntime.py",

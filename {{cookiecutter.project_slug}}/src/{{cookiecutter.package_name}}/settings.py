@@ -86,6 +86,31 @@ class Settings(BaseSettings):
         2048, ge=1, description="Most strings one request may embed (OpenAI's limit is 2048)."
     )
 {%- endif %}
+{%- if cookiecutter.workload == 'tts' %}
+    tts_max_input_chars: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Longest accepted `input` in characters (OpenAI's limit is 4096); "
+        "longer input answers 400.",
+    )
+    tts_chunk_chars: int = Field(
+        200,
+        ge=16,
+        le=10_000,
+        description="Input is synthesised and streamed in chunks of at most this many "
+        "characters (sentences first) at speed 1; slower speech gets proportionally shorter "
+        "chunks. Smaller: earlier first audio and finer batching; larger: fewer model calls.",
+    )
+    tts_chunks_in_flight: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="Chunks of one stream queued or computing at once. 1 synthesises "
+        "strictly one after another; more lets a long input fill more of each batch (faster "
+        "to finish), at the cost of later first audio for everyone under load.",
+    )
+{%- endif %}
 {%- if cookiecutter.workload != 'llm' %}
     model_instances: int = Field(
         1,

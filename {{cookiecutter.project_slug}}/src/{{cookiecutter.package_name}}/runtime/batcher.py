@@ -296,9 +296,15 @@ class Batcher(Generic[InstanceT]):
         *,
         cost: int = 0,
         admission: Admission | None = None,
+        continuation: bool = False,
     ) -> asyncio.Future[Any]:
-        """Queue a payload of ``size`` items (and ``cost``); the future resolves to its result."""
-        if self._closed or (admission is None and not self._accepting):
+        """Queue a payload of ``size`` items (and ``cost``); the future resolves to its result.
+
+        ``continuation`` marks the next part of a request that was let in earlier
+        (a speech stream's next chunk): it skips the queue bound and is taken
+        until the workers stop, so work that has started is not cut off halfway.
+        """
+        if self._closed or (admission is None and not continuation and not self._accepting):
             raise NotReady("the service is shutting down")
         if size > self.max_batch_size:
             raise InvalidInput(
@@ -306,7 +312,7 @@ class Batcher(Generic[InstanceT]):
                 code="batch_too_large",
             )
         others_arriving = self._arriving - (1 if admission is not None else 0)
-        if self._queued_rows + others_arriving + size > self.max_queue_size:
+        if self._queued_rows + others_arriving + size > self.max_queue_size and not continuation:
             raise self._overloaded()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
