@@ -4,11 +4,14 @@ Runs inside the generated project directory. No network, no installs: what a
 user runs next is `make install model test`.
 
 Files that exist in several versions live in ``_variants/<kind>/<key>.py``
-(key = workload, or workload_backend) and one of them is moved to its place;
-files that belong to one option value are listed in ``OWNED_BY`` and removed
-when another value was chosen. A path listed under several options exists only
-when every one of them has a value that lists it (GPU metrics: device=gpu and
-monitoring=prometheus). Directories left empty are removed.
+(key = workload, or workload_backend) and one of them is moved to its place
+(``VARIANTS``); ``OVERRIDES`` name variants that replace a shared file only
+for the options that have one. Files that belong to one option value are
+listed in ``OWNED_BY`` and removed when another value was chosen. A path
+listed under several options exists only when every one of them has a value
+that lists it (GPU metrics: device=gpu and monitoring=prometheus; the Hugging
+Face loader: workload=llm and backend=torch). Directories left empty are
+removed.
 """
 
 from __future__ import annotations
@@ -32,11 +35,18 @@ OPTIONS: dict[str, str] = json.loads(
 
 PACKAGE = f"src/{OPTIONS['package_name']}"
 
-# destination -> variant file (formatted with the options)
+# destination -> variant file (formatted with the options); every combination has one
 VARIANTS: dict[str, str] = {
     f"{PACKAGE}/model.py": "_variants/model/{workload}_{backend}.py",
     f"{PACKAGE}/workload.py": "_variants/workload/{workload}.py",
     "scripts/make_demo_model.py": "_variants/demo_model/{workload}_{backend}.py",
+}
+# Like VARIANTS, but placed only where the template has a variant for the chosen options
+# (a workload without its own benchmark yet gets none; only onnxruntime embeddings
+# services need the script that exports the real MiniLM to ONNX).
+OPTIONAL_VARIANTS: dict[str, str] = {
+    "scripts/bench.py": "_variants/bench/{workload}.py",
+    "scripts/export_minilm_onnx.py": "_variants/export/{workload}_{backend}.py",
 }
 
 # option -> value -> paths that exist only for that value
@@ -48,9 +58,45 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/arrays.py",
             f"{PACKAGE}/runtime/images.py",
             "tests/images.py",
+            "tests/test_batcher.py",  # drives the batcher through /v1/classify
             "tests/test_classify.py",
             "tests/test_resilience.py",
             "tests/test_v2.py",
+        ],
+        "llm": [
+            f"{PACKAGE}/api/openai_completions.py",
+            f"{PACKAGE}/api/openai_schemas.py",
+            f"{PACKAGE}/runtime/generation.py",
+            f"{PACKAGE}/runtime/kv_cache.py",
+            f"{PACKAGE}/runtime/sampling.py",
+            f"{PACKAGE}/runtime/scheduler.py",
+            f"{PACKAGE}/runtime/text_stream.py",
+            f"{PACKAGE}/runtime/tokenizer.py",
+            "tests/llm_support.py",
+            "tests/test_llm_api.py",
+            "tests/test_llm_model.py",
+            "tests/test_scheduler.py",
+            "tests/test_text.py",
+            # with backend=torch only (listed there too)
+            f"{PACKAGE}/runtime/hf_causal_lm.py",
+            "tests/test_hf_model.py",
+        ],
+        "embeddings": [
+            f"{PACKAGE}/api/embeddings.py",
+            f"{PACKAGE}/api/openai_models.py",
+            f"{PACKAGE}/runtime/tokens.py",
+            "tests/test_embeddings.py",
+            "tests/test_embeddings_batching.py",
+            "tests/test_embeddings_real_model.py",
+        ],
+        "tts": [
+            f"{PACKAGE}/api/openai_models.py",
+            f"{PACKAGE}/api/speech.py",
+            f"{PACKAGE}/runtime/audio.py",
+            f"{PACKAGE}/runtime/chunk_stream.py",
+            f"{PACKAGE}/runtime/text_chunks.py",
+            "tests/test_speech.py",
+            "tests/test_speech_model.py",
         ],
     },
     "backend": {
@@ -58,7 +104,12 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             f"{PACKAGE}/runtime/onnxruntime_backend.py",
             "tests/test_device_onnxruntime.py",
         ],
-        "torch": [f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"],
+        "torch": [
+            f"{PACKAGE}/runtime/torch_backend.py",
+            "tests/test_device_torch.py",
+            f"{PACKAGE}/runtime/hf_causal_lm.py",  # with workload=llm only
+            "tests/test_hf_model.py",
+        ],
     },
     "device": {
         "gpu": [f"{PACKAGE}/gpu_metrics.py", "tests/test_gpu_metrics.py"],
@@ -89,11 +140,17 @@ def remove(path: Path) -> None:
 def place_variants(root: Path, options: dict[str, str]) -> None:
     for destination, pattern in VARIANTS.items():
         source = root / pattern.format(**options)
+        target = root / destination
         if not source.is_file():
             raise SystemExit(f"ERROR: the template has no variant {pattern.format(**options)}")
-        target = root / destination
         target.parent.mkdir(parents=True, exist_ok=True)
         source.replace(target)
+    for destination, pattern in OPTIONAL_VARIANTS.items():
+        source = root / pattern.format(**options)
+        if source.is_file():
+            target = root / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.replace(target)
     remove(root / "_variants")
 
 

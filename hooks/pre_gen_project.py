@@ -35,7 +35,7 @@ SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PACKAGE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 SUPPORTED_PYTHON = ("3.11", "3.12")
 CHOICES = {
-    "workload": ("vision",),
+    "workload": ("vision", "llm", "embeddings", "tts"),
     "backend": ("onnxruntime", "torch"),
     "device": ("cpu", "gpu"),
     "batching": ("dynamic", "none"),
@@ -48,7 +48,8 @@ UNSUPPORTED: list[tuple[dict[str, str], str]] = []
 RESERVED_PACKAGES = {
     "app", "api", "test", "tests", "src", "scripts", "fastapi", "starlette", "uvicorn",
     "pydantic", "pydantic_settings", "numpy", "onnx", "onnxruntime", "torch", "safetensors",
-    "prometheus_client", "PIL", "httpx", "multipart", "orjson", "anyio",
+    "prometheus_client", "PIL", "httpx", "multipart", "orjson", "anyio", "openai", "transformers",
+    "tokenizers",
 }  # fmt: skip
 SINGLE_LINE_FIELDS = ("project_name", "description", "author")
 MAX_TEXT_LENGTH = 200

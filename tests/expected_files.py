@@ -39,7 +39,6 @@ COMMON = {
     "tests/__init__.py",
     "tests/conftest.py",
     "tests/test_auth.py",
-    "tests/test_batcher.py",
     "tests/test_fuzz.py",
     "tests/test_health.py",
     "tests/test_healthcheck.py",
@@ -53,9 +52,43 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         f"{PACKAGE}/runtime/arrays.py",
         f"{PACKAGE}/runtime/images.py",
         "tests/images.py",
+        "tests/test_batcher.py",  # drives the batcher through /v1/classify
         "tests/test_classify.py",
         "tests/test_resilience.py",
         "tests/test_v2.py",
+    },
+    ("workload", "llm"): {
+        f"{PACKAGE}/api/openai_completions.py",
+        f"{PACKAGE}/api/openai_schemas.py",
+        f"{PACKAGE}/runtime/generation.py",
+        f"{PACKAGE}/runtime/kv_cache.py",
+        f"{PACKAGE}/runtime/sampling.py",
+        f"{PACKAGE}/runtime/scheduler.py",
+        f"{PACKAGE}/runtime/text_stream.py",
+        f"{PACKAGE}/runtime/tokenizer.py",
+        "tests/llm_support.py",
+        "tests/test_llm_api.py",
+        "tests/test_llm_model.py",
+        "tests/test_scheduler.py",
+        "tests/test_text.py",
+    },
+    ("workload", "embeddings"): {
+        f"{PACKAGE}/api/embeddings.py",
+        f"{PACKAGE}/api/openai_models.py",
+        f"{PACKAGE}/runtime/tokens.py",
+        "scripts/bench.py",
+        "tests/test_embeddings.py",
+        "tests/test_embeddings_batching.py",
+        "tests/test_embeddings_real_model.py",
+    },
+    ("workload", "tts"): {
+        f"{PACKAGE}/api/openai_models.py",
+        f"{PACKAGE}/api/speech.py",
+        f"{PACKAGE}/runtime/audio.py",
+        f"{PACKAGE}/runtime/chunk_stream.py",
+        f"{PACKAGE}/runtime/text_chunks.py",
+        "tests/test_speech.py",
+        "tests/test_speech_model.py",
     },
     ("backend", "onnxruntime"): {
         f"{PACKAGE}/runtime/onnxruntime_backend.py",
@@ -87,6 +120,11 @@ BY_COMBINATION: list[tuple[dict[str, str], set[str]]] = [
         {"device": "gpu", "monitoring": "prometheus"},
         {f"{PACKAGE}/gpu_metrics.py", "tests/test_gpu_metrics.py"},
     ),
+    (
+        {"workload": "llm", "backend": "torch"},
+        {f"{PACKAGE}/runtime/hf_causal_lm.py", "tests/test_hf_model.py"},
+    ),
+    ({"workload": "embeddings", "backend": "onnxruntime"}, {"scripts/export_minilm_onnx.py"}),
 ]
 
 

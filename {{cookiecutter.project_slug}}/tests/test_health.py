@@ -35,10 +35,17 @@ def test_ready_only_after_warmup_finishes(settings: Settings) -> None:
     warming = threading.Event()
 
     class SlowWarmupModel(Model):
+{%- if cookiecutter.workload == 'llm' %}
+        def prefill(self, prompts):  # type: ignore[no-untyped-def]
+            warming.set()
+            release.wait(timeout=30)
+            return super().prefill(prompts)
+{%- else %}
         def predict(self, batch):  # type: ignore[no-untyped-def]
             warming.set()
             release.wait(timeout=30)
             return super().predict(batch)
+{%- endif %}
 
     app = create_app(settings, model_factory=SlowWarmupModel)
 

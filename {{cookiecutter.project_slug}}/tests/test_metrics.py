@@ -197,7 +197,11 @@ def test_ready_follows_the_lifecycle(model_path: Path) -> None:
 
 
 def test_histogram_buckets_fit_the_workload(model_path: Path) -> None:
+{%- if cookiecutter.workload == 'llm' %}
+    settings = make_settings(model_path, model_name=MODEL, max_running_sequences=8)
+{%- else %}
     settings = make_settings(model_path, model_name=MODEL, max_batch_size=8)
+{%- endif %}
     with TestClient(create_app(settings)) as client:
         client.get("/health/live")
         samples = scrape(client)

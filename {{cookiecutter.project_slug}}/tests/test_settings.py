@@ -14,15 +14,25 @@ def test_env_prefix_is_the_package_name() -> None:
 
 
 def test_reads_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+{%- if cookiecutter.workload == 'llm' %}
+    monkeypatch.setenv(f"{ENV_PREFIX}MAX_RUNNING_SEQUENCES", "8")
+    monkeypatch.setenv(f"{ENV_PREFIX}MAX_TOKENS_PER_STEP", "1024")
+{%- else %}
     monkeypatch.setenv(f"{ENV_PREFIX}MAX_BATCH_SIZE", "8")
     monkeypatch.setenv(f"{ENV_PREFIX}MAX_BATCH_WAIT_MS", "5")
+{%- endif %}
     monkeypatch.setenv(f"{ENV_PREFIX}DEVICE", "CUDA:1")
     monkeypatch.setenv(f"{ENV_PREFIX}API_KEY", "s3cret")
     monkeypatch.setenv(f"{ENV_PREFIX}LOG_LEVEL", "debug")
     monkeypatch.setenv(f"{ENV_PREFIX}CORS_ORIGINS", '["https://app.example"]')
     settings = Settings(_env_file=None)
+{%- if cookiecutter.workload == 'llm' %}
+    assert settings.max_running_sequences == 8
+    assert settings.max_tokens_per_step == 1024
+{%- else %}
     assert settings.max_batch_size == 8
     assert settings.max_batch_wait_s == pytest.approx(0.005)
+{%- endif %}
     assert settings.device == "cuda:1"
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(settings)
@@ -34,7 +44,11 @@ def test_defaults_match_the_generated_options() -> None:
     settings = Settings(_env_file=None)
     assert settings.device == "{{ 'cuda' if cookiecutter.device == 'gpu' else 'cpu' }}"
     assert settings.cpu_fallback is {{ 'False' if cookiecutter.device == 'gpu' else 'True' }}
+{%- if cookiecutter.workload == 'llm' %}
+    assert settings.max_running_sequences == {{ '32' if cookiecutter.batching == 'dynamic' else '1' }}
+{%- else %}
     assert settings.max_batch_size == {{ '32' if cookiecutter.batching == 'dynamic' else '1' }}
+{%- endif %}
     assert settings.api_key is None
     assert settings.cors_origins == []
 
@@ -44,8 +58,15 @@ def test_defaults_match_the_generated_options() -> None:
     [
         ("device", "tpu"),
         ("device", "cuda:x"),
+{%- if cookiecutter.workload == 'llm' %}
+        ("max_running_sequences", "0"),
+        ("max_waiting_sequences", "-1"),
+        ("max_tokens_per_step", "0"),
+        ("context_length", "1"),
+{%- else %}
         ("max_batch_size", "0"),
         ("max_queue_size", "-1"),
+{%- endif %}
         ("request_timeout_s", "0"),
         ("port", "70000"),
         ("log_level", "LOUD"),
@@ -58,10 +79,13 @@ def test_rejects_invalid_values(monkeypatch: pytest.MonkeyPatch, field: str, val
         Settings(_env_file=None)
     assert field in str(error.value)
 
+{%- if cookiecutter.workload != 'llm' %}
+
 
 def test_queue_must_hold_a_full_batch() -> None:
     with pytest.raises(ValidationError, match="max_queue_size"):
         Settings(_env_file=None, max_batch_size=64, max_queue_size=8)
+{%- endif %}
 
 
 @pytest.mark.parametrize(

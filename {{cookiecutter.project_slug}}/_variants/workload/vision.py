@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
 
 from .api import classify, v2
 from .runtime.arrays import run_stacked
+from .runtime.batcher import BatchObserver
+from .runtime.service import InferenceService
+from .settings import Settings
 
 # Behind the API key when one is set.
 PROTECTED_ROUTERS: list[APIRouter] = [classify.router, v2.router]
 # Always open: the protocol's own health probes.
 OPEN_ROUTERS: list[APIRouter] = [v2.health_router]
 
-# Payloads are (n, 3, H, W) float32 arrays: stacked into one model call, split back.
-run_batch = run_stacked
+
+async def create_service(
+    settings: Settings, model_factory: Callable[[], Any], observer: BatchObserver | None
+) -> InferenceService[Any]:
+    """Load the model instances behind a dynamic batcher (not yet warm, not yet ready)."""
+    return await InferenceService.load(
+        model_factory,
+        settings.model_instances,
+        # payloads are (n, 3, H, W) float32 arrays: stacked into one model call, split back
+        run_batch=run_stacked,
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_batch_wait_s,
+        max_queue_size=settings.max_queue_size,
+        request_timeout_s=settings.request_timeout_s,
+        observer=observer,
+    )
 
 
-def example_payload(model: Any, size: int) -> Any:
-    """A warmup payload of ``size`` items."""
-    return model.example_batch(size)
+async def start_service(service: InferenceService[Any]) -> None:
+    """Warm up every batch size, then serve."""
+    await service.start(lambda size: service.model.example_batch(size))

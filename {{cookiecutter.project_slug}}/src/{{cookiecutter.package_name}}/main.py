@@ -21,7 +21,6 @@ from .metrics import router as metrics_router
 from .middleware import RequestContextMiddleware
 from .model import Model
 from .runtime.errors import StartupFailed, install_error_handlers
-from .runtime.service import InferenceService
 from .settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -59,19 +58,10 @@ def create_app(
             metrics.close()
 {%- endif %}
 
-    async def start_service(app: FastAPI) -> InferenceService[Any]:
-        service = await InferenceService.load(
-            lambda: model_factory(settings),
-            settings.model_instances,
-            run_batch=workload.run_batch,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_batch_wait_s,
-            max_queue_size=settings.max_queue_size,
-            request_timeout_s=settings.request_timeout_s,
-            observer=metrics,
-        )
-        app.state.service = service
-        await service.start(lambda size: workload.example_payload(service.model, size))
+    async def start_service(app: FastAPI) -> Any:
+        service = await workload.create_service(settings, lambda: model_factory(settings), metrics)
+        app.state.service = service  # readiness now says "warming_up"
+        await workload.start_service(service)
 {%- if cookiecutter.monitoring == 'prometheus' %}
         metrics.startup_timings(service.load_seconds, service.warmup_seconds)
         metrics.set_ready(True)

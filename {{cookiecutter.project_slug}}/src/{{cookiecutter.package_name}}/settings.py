@@ -39,7 +39,15 @@ class Settings(BaseSettings):
     )
     model_path: Path = Field(
         Path("models/model.{{ 'onnx' if cookiecutter.backend == 'onnxruntime' else 'safetensors' }}"),
+{%- if cookiecutter.workload == 'llm' and cookiecutter.backend == 'onnxruntime' %}
+        description="Decode graph loaded at start-up, with `prefill.onnx` beside it (built by "
+        "`make model`).",
+{%- elif cookiecutter.workload == 'llm' %}
+        description="Demo weights (.safetensors, built by `make model`), or a local Hugging Face "
+        "causal-LM folder (needs the `hf` extra; never downloads, never runs remote code).",
+{%- else %}
         description="Model file loaded at start-up (built by `make model`).",
+{%- endif %}
     )
 {%- if cookiecutter.workload == 'vision' %}
     labels_path: Path | None = Field(
@@ -53,6 +61,57 @@ class Settings(BaseSettings):
         "larger images and decompression bombs answer 413.",
     )
 {%- endif %}
+{%- if cookiecutter.workload == 'embeddings' %}
+    max_input_tokens: int | None = Field(
+        None,
+        ge=2,
+        description="Longest input in tokens, special tokens included. Default: the model's "
+        "own limit (`max_seq_length` of sentence_bert_config.json beside the model, else "
+        "`max_position_embeddings` of config.json); a larger value fails start-up.",
+    )
+    truncate: bool = Field(
+        False,
+        description="Inputs longer than MAX_INPUT_TOKENS: false answers 400 "
+        "(`context_length_exceeded`, as OpenAI does), true embeds their first "
+        "MAX_INPUT_TOKENS tokens (as sentence-transformers does).",
+    )
+    max_batch_tokens: int = Field(
+        8192,
+        ge=2,
+        description="Most input tokens one model call receives, summed over its inputs "
+        "(besides MAX_BATCH_SIZE items). Bounds activation memory; a longer request is "
+        "split over several calls, and a single input longer than this runs alone.",
+    )
+    max_inputs_per_request: int = Field(
+        2048, ge=1, description="Most strings one request may embed (OpenAI's limit is 2048)."
+    )
+{%- endif %}
+{%- if cookiecutter.workload == 'tts' %}
+    tts_max_input_chars: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Longest accepted `input` in characters (OpenAI's limit is 4096); "
+        "longer input answers 400.",
+    )
+    tts_chunk_chars: int = Field(
+        200,
+        ge=16,
+        le=10_000,
+        description="Input is synthesised and streamed in chunks of at most this many "
+        "characters (sentences first) at speed 1; slower speech gets proportionally shorter "
+        "chunks. Smaller: earlier first audio and finer batching; larger: fewer model calls.",
+    )
+    tts_chunks_in_flight: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="Chunks of one stream queued or computing at once. 1 synthesises "
+        "strictly one after another; more lets a long input fill more of each batch (faster "
+        "to finish), at the cost of later first audio for everyone under load.",
+    )
+{%- endif %}
+{%- if cookiecutter.workload != 'llm' %}
     model_instances: int = Field(
         1,
         ge=1,
@@ -60,6 +119,7 @@ class Settings(BaseSettings):
         description="Model copies, each with its own worker thread; raise on many-core "
         "CPUs or to overlap GPU work.",
     )
+{%- endif %}
 
     # --- device ----------------------------------------------------------------
     device: str = Field(
@@ -99,6 +159,56 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads one model call may use on the CPU; 0 lets the runtime decide.",
     )
+{%- if cookiecutter.workload == 'llm' %}
+
+    # --- generation: continuous batching and backpressure --------------------
+    max_running_sequences: int = Field(
+        {{ '32' if cookiecutter.batching == 'dynamic' else '1' }},
+        ge=1,
+        le=1024,
+        description="Sequences decoded together; new ones join and finished ones leave at "
+        "every step."
+{%- if cookiecutter.batching == 'none' %}
+        " Generated with batching=none: 1 (one sequence at a time).",
+{%- else %}
+        " 1 serves one sequence at a time.",
+{%- endif %}
+    )
+    max_waiting_sequences: int = Field(
+        256,
+        ge=0,
+        description="Sequences allowed to wait for a free slot; beyond it requests answer 503 "
+        "with Retry-After.",
+    )
+    max_tokens_per_step: int = Field(
+        512,
+        ge=1,
+        description="Prompt tokens prefilled in one step plus one per running sequence: bounds "
+        "how long running streams pause for new prompts (one waiting prompt is always "
+        "admitted when a slot is free, even a longer one).",
+    )
+    context_length: int = Field(
+        0,
+        ge=0,
+        description="Most tokens (prompt + completion) per sequence; 0 uses the model's own "
+        "maximum. Longer prompts answer 400.",
+    )
+    default_max_tokens: int = Field(
+        256,
+        ge=1,
+        description="Completion length when a request sets no max_tokens (capped by what the "
+        "context leaves).",
+    )
+    max_tokens_limit: int = Field(
+        4096, ge=1, description="Largest max_tokens a request may ask for; larger answers 400."
+    )
+    request_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request still waiting for a slot after this time gets 504 (a running "
+        "generation is never cut short).",
+    )
+{%- else %}
 
     # --- batching and backpressure -------------------------------------------
     max_batch_size: int = Field(
@@ -120,13 +230,19 @@ class Settings(BaseSettings):
         "batch is dispatched at once, and so is one that no admitted request can still join.",
     )
     max_queue_size: int = Field(
-        256,
+        {{ '4096' if cookiecutter.workload == 'embeddings' else '256' }},
         ge=1,
+{%- if cookiecutter.workload == 'embeddings' %}
+        description="Items allowed to wait; beyond it requests answer 503 with Retry-After. "
+        "Each input string is an item, and a request may carry MAX_INPUTS_PER_REQUEST.",
+{%- else %}
         description="Items allowed to wait; beyond it requests answer 503 with Retry-After.",
+{%- endif %}
     )
     request_timeout_s: float = Field(
         30.0, gt=0, description="A request not answered within this time gets 504."
     )
+{%- endif %}
     shutdown_timeout_s: float = Field(
         30.0,
         ge=0,
@@ -181,6 +297,20 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+{%- if cookiecutter.workload == 'llm' %}
+
+    @model_validator(mode="after")
+    def _check_tokens(self) -> Settings:
+        if self.context_length and self.context_length < 2:
+            raise ValueError("context_length must be 0 (the model's own) or at least 2")
+        return self
+
+    @property
+    def max_batch_size(self) -> int:
+        """The most sequences one model call takes (batch-size metrics are sized by it)."""
+        return self.max_running_sequences
+{%- else %}
+
     @model_validator(mode="after")
     def _check_queue(self) -> Settings:
         if self.max_queue_size < self.max_batch_size:
@@ -192,6 +322,7 @@ class Settings(BaseSettings):
     @property
     def max_batch_wait_s(self) -> float:
         return self.max_batch_wait_ms / 1000.0
+{%- endif %}
 {%- if cookiecutter.workload == 'vision' %}
 
     @property

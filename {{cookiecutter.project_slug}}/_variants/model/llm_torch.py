@@ -1,0 +1,173 @@
+"""The model: the one file to edit to serve your own.
+
+The service reads only what this module defines:
+
+- ``Model(settings)`` and ``Model.load()``: build the network and load its
+  weights once at start-up (safetensors only: pickled checkpoints are refused);
+- ``tokenizer``: text <-> token ids and the chat template (the contract is in
+  ``runtime/tokenizer.py``), and ``context_length``: the most tokens, prompt
+  plus completion, one sequence may hold;
+- ``Model.prefill(prompts)``: whole prompts (lists of token ids) -> next-token
+  logits ``(batch, vocab)`` and one KV cache per prompt;
+- ``Model.decode(tokens, caches)``: one step: each sequence's last token and
+  its cache -> next-token logits and the grown caches.
+
+Both run in the generation engine's thread, never on the event loop. A decode
+batch holds whichever sequences are running, so caches of different lengths
+arrive together: ``runtime/kv_cache.py`` left-pads them into one batch and
+splits the result, on the model's device.
+
+MODEL_PATH is either the demo's ``.safetensors`` weights for ``DemoLM`` below
+(built by ``scripts/make_demo_model.py``), or a local Hugging Face causal-LM
+folder (``config.json``, safetensors weights, tokenizer files), loaded by
+``runtime/hf_causal_lm.py`` with transformers (``pip install ".[hf]"``):
+local files only, never remote code. To serve another architecture, replace
+``DemoLM`` with your network: ``forward(input_ids, attention_mask,
+position_ids, past)`` returning the last position's logits and each layer's
+``(keys, values)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .runtime.device import Device
+from .runtime.kv_cache import (
+    SequenceKV,
+    cache_length,
+    decode_inputs,
+    prefill_inputs,
+    split_caches,
+    stack_caches,
+)
+from .runtime.tokenizer import ByteTokenizer, Tokenizer
+from .runtime.torch_backend import compute_dtype, load_weights, select_device
+from .settings import Settings
+
+VOCAB = 259  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|> (runtime/tokenizer.py)
+CONTEXT = 256
+DIM = 512
+LAYERS = 4
+HEADS = 8
+KV_HEADS = 1  # multi-query attention: a small KV cache per token
+HEAD_DIM = DIM // HEADS
+FFN = 4 * DIM
+
+LayerKV = tuple[torch.Tensor, torch.Tensor]
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: attention over past + new tokens, then an MLP."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(DIM)
+        self.q = nn.Linear(DIM, DIM)
+        self.kv = nn.Linear(DIM, 2 * KV_HEADS * HEAD_DIM)
+        self.out = nn.Linear(DIM, DIM)
+        self.norm2 = nn.LayerNorm(DIM)
+        self.fc1 = nn.Linear(DIM, FFN)
+        self.fc2 = nn.Linear(FFN, DIM)
+
+    def forward(
+        self, x: torch.Tensor, allowed: torch.Tensor, past: LayerKV | None
+    ) -> tuple[torch.Tensor, LayerKV]:
+        batch, tokens, _ = x.shape
+        h = self.norm1(x)
+        q = self.q(h).view(batch, tokens, HEADS, HEAD_DIM).transpose(1, 2)
+        k, v = self.kv(h).view(batch, tokens, 2, KV_HEADS, HEAD_DIM).permute(2, 0, 3, 1, 4)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        attended = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+        x = x + self.out(attended.transpose(1, 2).reshape(batch, tokens, DIM))
+        x = x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+        return x, (k, v)
+
+
+class DemoLM(nn.Module):
+    """A small decoder-only transformer with learned positions and a KV cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, DIM)
+        self.pos_embed = nn.Embedding(CONTEXT, DIM)
+        self.layers = nn.ModuleList(Block() for _ in range(LAYERS))
+        self.norm = nn.LayerNorm(DIM)
+        self.lm_head = nn.Linear(DIM, VOCAB)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        past: list[LayerKV] | None = None,
+    ) -> tuple[torch.Tensor, list[LayerKV]]:
+        x = self.embed(input_ids) + self.pos_embed(position_ids)
+        # causal over past + new tokens, padding hidden; every position sees itself,
+        # so a padded row never attends to nothing
+        total, tokens = attention_mask.shape[1], input_ids.shape[1]
+        key_pos = torch.arange(total, device=x.device)
+        query_pos = torch.arange(total - tokens, total, device=x.device)[:, None]
+        visible = attention_mask.bool()[:, None, None, :]
+        allowed = ((key_pos <= query_pos) & visible) | (key_pos == query_pos)
+        present = []
+        for i, layer in enumerate(self.layers):
+            x, kv = layer(x, allowed, past[i] if past is not None else None)
+            present.append(kv)
+        return self.lm_head(self.norm(x[:, -1])), present
+
+
+class Model:
+    platform = "pytorch_safetensors"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.tokenizer: Tokenizer = ByteTokenizer()
+        self.context_length = CONTEXT
+        self.device: Device | None = None
+        self._net: nn.Module | None = None
+
+    def load(self) -> None:
+        self.device = select_device(self.settings)
+        dtype = compute_dtype(self.settings, self.device)
+        if self.settings.intra_op_threads:
+            torch.set_num_threads(self.settings.intra_op_threads)
+        if self.settings.model_path.is_dir():  # a Hugging Face causal-LM folder
+            from .runtime.hf_causal_lm import load_causal_lm
+
+            self._net, self.tokenizer, self.context_length = load_causal_lm(
+                self.settings.model_path, self.device, dtype
+            )
+        else:
+            self._net = load_weights(DemoLM(), self.settings.model_path, self.device, dtype)
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[SequenceKV]]:
+        batch = prefill_inputs(prompts)
+        logits, present = self._net(*self._tensors(batch))
+        return _numpy(logits), split_caches(present, [len(p) for p in prompts])
+
+    @torch.inference_mode()
+    def decode(
+        self, tokens: list[int], caches: list[SequenceKV]
+    ) -> tuple[np.ndarray, list[SequenceKV]]:
+        lengths = [cache_length(c) for c in caches]
+        batch = decode_inputs(tokens, lengths)
+        logits, present = self._net(*self._tensors(batch), stack_caches(caches))
+        return _numpy(logits), split_caches(present, [n + 1 for n in lengths])
+
+    def _tensors(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        device = str(self.device)
+        return (
+            torch.from_numpy(batch.input_ids).to(device),
+            torch.from_numpy(batch.attention_mask).to(device),
+            torch.from_numpy(batch.position_ids).to(device),
+        )
+
+
+def _numpy(logits: torch.Tensor) -> np.ndarray:
+    return logits.float().cpu().numpy()

@@ -1,0 +1,127 @@
+"""The loaded language model, its scheduler and the readiness state, as one object the routes use.
+
+The counterpart of ``service.InferenceService`` for generation: the same
+readiness and drain contract (health probes and SIGTERM handling use either),
+with a continuous-batching ``Scheduler`` in place of the request batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ..settings import Settings
+from .device import Device
+from .errors import NotReady
+from .sampling import SamplingParams
+from .scheduler import Generation, GenerationModel, GenerationObserver, Scheduler
+from .service import Readiness
+from .warmup import warmup_batch_sizes
+
+logger = logging.getLogger(__name__)
+
+
+class LanguageModel(GenerationModel, Protocol):
+    """``model.py``'s contract: the scheduler's calls plus loading and limits."""
+
+    device: Device | None
+    context_length: int
+
+    def load(self) -> None: ...
+
+
+class GenerationService:
+    def __init__(self, model: LanguageModel, scheduler: Scheduler) -> None:
+        self.model = model
+        self.scheduler = scheduler
+        self.readiness = Readiness()
+        self.load_seconds = 0.0
+        self.warmup_seconds = 0.0
+
+    @property
+    def context_length(self) -> int:
+        return self.scheduler.context_length
+
+    @classmethod
+    async def load(
+        cls,
+        factory: Callable[[], LanguageModel],
+        settings: Settings,
+        observer: GenerationObserver | None = None,
+    ) -> GenerationService:
+        started = time.perf_counter()
+        model = factory()
+        await asyncio.to_thread(model.load)
+        context_length = settings.context_length or model.context_length
+        if context_length > model.context_length:
+            raise ValueError(
+                f"CONTEXT_LENGTH={settings.context_length} exceeds the model's maximum of "
+                f"{model.context_length} tokens"
+            )
+        scheduler = Scheduler(
+            model,
+            max_running=settings.max_running_sequences,
+            max_waiting=settings.max_waiting_sequences,
+            max_tokens_per_step=settings.max_tokens_per_step,
+            context_length=context_length,
+            request_timeout_s=settings.request_timeout_s,
+            observer=observer,
+        )
+        service = cls(model, scheduler)
+        service.load_seconds = time.perf_counter() - started
+        logger.info(
+            "model loaded in %.3f s (context length %d)", service.load_seconds, context_length
+        )
+        return service
+
+    async def start(self) -> None:
+        """Warm up every shape the scheduler will use, start the engine and report ready."""
+        started = time.perf_counter()
+        shapes = await asyncio.to_thread(
+            warm_up, self.model, self.scheduler.max_running, self.scheduler.context_length
+        )
+        self.warmup_seconds = time.perf_counter() - started
+        logger.info("warmup done in %.3f s: %s", self.warmup_seconds, "; ".join(shapes))
+        self.scheduler.start()
+        self.readiness.ready = True
+
+    def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+        if not self.readiness.serving:
+            raise NotReady(
+                "the service is shutting down"
+                if self.readiness.draining
+                else "the model is not ready"
+            )
+        return self.scheduler.submit(prompt_ids, params)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new work (readiness 503), let running and waiting sequences finish."""
+        self.readiness.draining = True
+        finished = await self.scheduler.drain(timeout_s)
+        logger.info(
+            "drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s"
+        )
+        return finished
+
+
+def warm_up(model: GenerationModel, max_running: int, context_length: int) -> list[str]:
+    """Prefill and decode at every batch size up to ``max_running``, then at the longest context.
+
+    The first call of a shape pays for kernel selection and memory-pool growth
+    (and on a GPU, for the allocator reaching its peak): warmup pays instead of
+    the first requests, and a batch that cannot fit fails start-up, not traffic.
+    """
+    shapes: list[str] = []
+    prompt = model.tokenizer.encode("Warm up")[: max(1, context_length - 2)]
+    for size in warmup_batch_sizes(max_running):
+        logits, caches = model.prefill([prompt] * size)
+        model.decode([int(row.argmax()) for row in logits], caches)
+        shapes.append(f"{size}x{len(prompt)} prefill + decode")
+    longest = (prompt * (context_length // len(prompt) + 1))[: context_length - 1]
+    logits, caches = model.prefill([longest])
+    model.decode([int(logits[0].argmax())] * max_running, caches * max_running)
+    shapes.append(f"1x{len(longest)} prefill, {max_running}x{len(longest)} decode")
+    return shapes

@@ -1,0 +1,58 @@
+"""Byte-level tokenizer: any UTF-8 text, no vocabulary file, nothing to download.
+
+Ids 0-255 are the bytes of the text's UTF-8 encoding, so every string
+round-trips exactly and no character is ever unknown. Three special tokens
+follow. Text never encodes to a special token (a prompt that contains the
+characters ``<|im_end|>`` gets their bytes), so users cannot forge the chat
+template's markers.
+
+A model with its own vocabulary brings its own tokenizer with the same four
+members (``runtime/hf_causal_lm.py`` wraps a Hugging Face one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+ChatMessage = Mapping[str, str]  # {"role": ..., "content": ...}
+
+
+class Tokenizer(Protocol):
+    vocab_size: int
+    eos_token_ids: frozenset[int]
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> list[int]: ...
+
+
+class ByteTokenizer:
+    END_OF_TEXT = 256
+    IM_START = 257
+    IM_END = 258
+    vocab_size = 259
+    # generation stops at either: end of text, or the end of the assistant's turn
+    eos_token_ids = frozenset({END_OF_TEXT, IM_END})
+
+    def encode(self, text: str) -> list[int]:
+        # "replace": a lone surrogate (possible in JSON strings) becomes "?", never an error
+        return list(text.encode("utf-8", errors="replace"))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of the byte tokens (special tokens are dropped); invalid UTF-8 becomes U+FFFD."""
+        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> list[int]:
+        """ChatML: ``<|im_start|>{role}\\n{content}<|im_end|>\\n`` per message, then the reply."""
+        ids: list[int] = []
+        for message in messages:
+            ids.append(self.IM_START)
+            ids += self.encode(f"{message['role']}\n{message['content']}")
+            ids.append(self.IM_END)
+            ids += self.encode("\n")
+        ids.append(self.IM_START)
+        ids += self.encode("assistant\n")
+        return ids

@@ -1,0 +1,160 @@
+"""MODEL_PATH may name a local Hugging Face causal-LM folder (torch backend, the ``hf`` extra).
+
+The tests build a tiny GPT-2 and a byte-level tokenizer with ``save_pretrained``
+into a temporary folder: no hub, no network.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import openai
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.model import Model
+
+from .conftest import live_server, make_settings
+
+transformers = pytest.importorskip("transformers", reason="the hf extra is not installed")
+tokenizers = pytest.importorskip("tokenizers")
+
+# a Jinja chat template, spelled with <% %> and [[ ]] so that no template engine
+# touches it before it reaches the tokenizer
+CHAT_TEMPLATE = (
+    "<% for m in messages %>[[ m.role ]]: [[ m.content ]]\n<% endfor %>"
+    "<% if add_generation_prompt %>assistant: <% endif %>"
+).translate(str.maketrans("<>[]", "{}{}"))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer GPT-2 with a byte-level BPE tokenizer (any UTF-8), saved as Hugging Face does."""
+    path = tmp_path_factory.mktemp("hf-model")
+    alphabet = sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tokenizer = tokenizers.Tokenizer(
+        tokenizers.models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[])
+    )
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = tokenizers.decoders.ByteLevel()
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|endoftext|>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(path)
+    config = transformers.GPT2Config(
+        vocab_size=len(fast),
+        n_positions=128,
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=fast.eos_token_id,
+        eos_token_id=fast.eos_token_id,
+    )
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(folder: Path) -> Model:
+    loaded = Model(make_settings(folder))
+    loaded.load()
+    return loaded
+
+
+def reference_greedy(folder: Path, prompt: list[int], count: int) -> list[int]:
+    """What transformers' own generate() produces, stopping at end of text like the service."""
+    net = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    output = net.generate(torch.tensor([prompt]), max_new_tokens=count, do_sample=False)
+    return output[0, len(prompt) :].tolist()
+
+
+def test_loads_the_folder_with_its_tokenizer_and_limits(model: Model) -> None:
+    assert model.context_length == 128
+    assert model.tokenizer.vocab_size == 257
+    text = "héllo 😀 wörld"
+    assert model.tokenizer.decode(model.tokenizer.encode(text)) == text
+    assert model.tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}]
+    ) == model.tokenizer.encode("user: hi\nassistant: ")
+
+
+def test_cached_greedy_decoding_matches_transformers_generate(model: Model, folder: Path) -> None:
+    prompt = model.tokenizer.encode("The same tokens as generate()")
+    logits, caches = model.prefill([prompt])
+    ours: list[int] = []
+    for _ in range(10):
+        token = int(logits[0].argmax())
+        ours.append(token)
+        if token in model.tokenizer.eos_token_ids:
+            break
+        logits, caches = model.decode([token], caches)
+    reference = reference_greedy(folder, prompt, 10)
+    assert ours == reference[: len(ours)]
+
+
+def test_left_padded_batches_match_single_sequences(model: Model) -> None:
+    prompts = [model.tokenizer.encode(t) for t in ("a", "a longer prompt", "mid one")]
+    logits, caches = model.prefill(prompts)
+    tokens = [int(row.argmax()) for row in logits]
+    stepped, _ = model.decode(tokens, caches)
+    for i, prompt in enumerate(prompts):
+        alone, cache = model.prefill([prompt])
+        np.testing.assert_allclose(logits[i], alone[0], atol=1e-4, rtol=1e-4)
+        alone_step, _ = model.decode([tokens[i]], cache)
+        np.testing.assert_allclose(stepped[i], alone_step[0], atol=1e-4, rtol=1e-4)
+
+
+def test_serves_the_openai_api(folder: Path) -> None:
+    settings = make_settings(folder, max_running_sequences=4)
+    with live_server(create_app(settings)) as address:
+        client = openai.OpenAI(
+            base_url=f"http://{address}/v1", api_key="unused", max_retries=0, timeout=60
+        )
+        name = settings.model_name
+
+        def complete(prompt: str) -> str:
+            response = client.completions.create(
+                model=name, prompt=prompt, max_tokens=8, temperature=0
+            )
+            return response.choices[0].text
+
+        prompts = [f"prompt {i} {'!' * i}" for i in range(6)]
+        alone = [complete(p) for p in prompts]
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            assert list(pool.map(complete, prompts)) == alone
+        reply = client.chat.completions.create(
+            model=name, messages=[{"role": "user", "content": "hi"}], max_tokens=4, temperature=0
+        )
+        assert reply.usage.prompt_tokens == len(b"user: hi\nassistant: ")
+        with pytest.raises(openai.BadRequestError, match="128 tokens"):
+            client.completions.create(model=name, prompt="x" * 200)
+
+
+def test_pickled_weights_are_refused(folder: Path, tmp_path: Path) -> None:
+    for item in folder.iterdir():
+        if item.name != "model.safetensors":
+            (tmp_path / item.name).write_bytes(item.read_bytes())
+    net = transformers.AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
+    torch.save(net.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError):
+        Model(make_settings(tmp_path)).load()
+
+
+def test_remote_code_is_never_run(folder: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config = json.loads((folder / "config.json").read_text())
+    config.update(
+        model_type="evil",
+        auto_map={"AutoModelForCausalLM": "evil.EvilModel", "AutoConfig": "evil.Cfg"},
+    )
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises((ValueError, OSError, KeyError)):
+        Model(make_settings(tmp_path)).load()
+    assert not marker.exists()

@@ -1,0 +1,98 @@
+"""The demo model's KV cache and batching are exact, and warmup covers every shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.model import Model
+from {{ cookiecutter.package_name }}.runtime.kv_cache import cache_length
+from {{ cookiecutter.package_name }}.runtime.warmup import warmup_batch_sizes
+
+from .conftest import make_settings
+
+TOLERANCE = {"atol": 2e-3, "rtol": 2e-3}
+
+
+@pytest.fixture(scope="module")
+def model(model_path: Path) -> Model:
+    loaded = Model(make_settings(model_path, intra_op_threads=1))
+    loaded.load()
+    return loaded
+
+
+def test_cached_decode_matches_a_full_recompute(model: Model) -> None:
+    """Each decode step reuses the cache, and gives what rerunning the whole sequence gives."""
+    sequence = model.tokenizer.encode("The cache must not change the answer.")
+    logits, caches = model.prefill([sequence])
+    for _ in range(4):
+        token = int(logits[0].argmax())
+        sequence.append(token)
+        logits, caches = model.decode([token], caches)
+        recomputed, _ = model.prefill([sequence])
+        np.testing.assert_allclose(logits[0], recomputed[0], **TOLERANCE)
+    assert cache_length(caches[0]) == len(sequence)
+
+
+def test_a_padded_batch_matches_each_sequence_alone(model: Model) -> None:
+    prompts = [
+        model.tokenizer.encode(t) for t in ("short", "a rather longer prompt than that", "mid-size")
+    ]
+    batch_logits, batch_caches = model.prefill(prompts)
+    tokens = [int(row.argmax()) for row in batch_logits]
+    # caches of three different lengths decode together
+    step_logits, step_caches = model.decode(tokens, batch_caches)
+    for i, prompt in enumerate(prompts):
+        alone, cache = model.prefill([prompt])
+        np.testing.assert_allclose(batch_logits[i], alone[0], **TOLERANCE)
+        alone_step, alone_cache = model.decode([tokens[i]], cache)
+        np.testing.assert_allclose(step_logits[i], alone_step[0], **TOLERANCE)
+        assert cache_length(step_caches[i]) == cache_length(alone_cache[0]) == len(prompt) + 1
+
+
+def test_sequences_from_different_steps_batch_together(model: Model) -> None:
+    """A decode batch mixes caches of several earlier calls, in any order, some left out."""
+    first = [model.tokenizer.encode(t) for t in ("one prompt", "another, longer prompt")]
+    second = [model.tokenizer.encode("joined later")]
+    logits_a, caches_a = model.prefill(first)
+    logits_b, caches_b = model.prefill(second)
+    tokens = [int(logits_b[0].argmax()), int(logits_a[1].argmax())]
+    mixed, _ = model.decode(tokens, [caches_b[0], caches_a[1]])  # caches_a[0] left the batch
+    for row, (prompt, token) in enumerate(zip([second[0], first[1]], tokens, strict=True)):
+        _, cache = model.prefill([prompt])
+        alone, _ = model.decode([token], cache)
+        np.testing.assert_allclose(mixed[row], alone[0], **TOLERANCE)
+
+
+def test_vocabulary_matches_the_tokenizer(model: Model) -> None:
+    logits, _ = model.prefill([model.tokenizer.encode("x")])
+    assert logits.shape == (1, model.tokenizer.vocab_size)
+    assert model.context_length > 0
+
+
+def test_warmup_covers_prefill_and_decode_shapes_before_ready(model_path: Path) -> None:
+    prefills: list[tuple[int, int]] = []
+    decodes: list[tuple[int, int]] = []
+
+    class Recording(Model):
+        def prefill(self, prompts):  # type: ignore[no-untyped-def]
+            prefills.append((len(prompts), max(len(p) for p in prompts)))
+            return super().prefill(prompts)
+
+        def decode(self, tokens, caches):  # type: ignore[no-untyped-def]
+            decodes.append((len(tokens), max(cache_length(c) for c in caches)))
+            return super().decode(tokens, caches)
+
+    settings = make_settings(model_path, max_running_sequences=4, intra_op_threads=1)
+    with TestClient(create_app(settings, model_factory=Recording)) as client:
+        assert client.get("/health/ready").status_code == 200
+        context = client.app.state.service.context_length
+    sizes = warmup_batch_sizes(4)
+    assert {size for size, _ in prefills} == set(sizes)
+    assert {size for size, _ in decodes} == set(sizes)
+    assert (1, context - 1) in prefills  # the longest prompt
+    assert (4, context - 1) in decodes  # the biggest decode batch at the longest past
