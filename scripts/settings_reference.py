@@ -250,7 +250,16 @@ def condition(
     return cover
 
 
-def format_condition(conjunctions: list[dict[str, str]]) -> str:
+def format_condition(conjunctions: list[dict[str, str]], options: dict[str, list[str]]) -> str:
+    keys = {key for conjunction in conjunctions for key in conjunction}
+    if len(conjunctions) > 1 and len(keys) == 1 and all(len(c) == 1 for c in conjunctions):
+        # several values of one option: "workload ≠ llm", or "backend = a or b"
+        (key,) = keys
+        chosen = [c[key] for c in conjunctions]
+        others = [value for value in options[key] if value not in chosen]
+        if len(others) == 1:
+            return f"{key} ≠ {others[0]}"
+        return f"{key} = {' or '.join(chosen)}"
     return " or ".join(
         ", ".join(f"{key} = {value}" for key, value in conjunction.items())
         for conjunction in conjunctions
@@ -284,8 +293,9 @@ The names below use the default package name `ai_service`: the prefix is your
 `FRAUD_SCORER_MODEL_PATH`). Names are case-insensitive. Booleans accept
 `true`/`false`/`1`/`0`; lists are JSON (`["https://app.example"]`).
 
-This page is generated from the code of {count} variants (every supported
-combination of {options}); `tests/test_docs.py` fails when it no longer matches.
+Where a default or a description depends on an option, each variant is given
+with its condition in parentheses. This page is generated from the code of
+{count} variants (every supported combination of {options}); `tests/test_docs.py` fails when it no longer matches.
 """
 
 TABLE_HEAD = "| variable | type | default | description |\n|---|---|---|---|"
@@ -300,7 +310,8 @@ def merged_cell(values: dict[str, list[Combination]], universe, options) -> str:
         values.items(), key=lambda item: sort_key(condition(item[1], universe, options), options)
     )
     for value, members in ordered:
-        parts.append(f"{value} ({format_condition(condition(members, universe, options))})")
+        where = format_condition(condition(members, universe, options), options)
+        parts.append(f"{value} ({where})")
     return "<br>".join(parts)
 
 
@@ -325,7 +336,7 @@ def render(options: dict[str, list[str]], variants: list[Variant]) -> str:
     for name in order:
         members = [v.combination for v in present[name]]
         conj = condition(members, universe, options)
-        title = format_condition(conj)
+        title = format_condition(conj, options)
         sections.setdefault(title, (conj, []))[1].append(name)
 
     def row(name: str) -> str:
