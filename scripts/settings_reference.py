@@ -295,7 +295,8 @@ The names below use the default package name `ai_service`: the prefix is your
 
 Where a default or a description depends on an option, each variant is given
 with its condition in parentheses. This page is generated from the code of
-{count} variants (every supported combination of {options}); `tests/test_docs.py` fails when it no longer matches.
+{count} variants (every supported combination of {options});
+`tests/test_docs.py` fails when it no longer matches.
 """
 
 TABLE_HEAD = "| variable | type | default | description |\n|---|---|---|---|"
