@@ -110,7 +110,6 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
 }
 
 
-
 def remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path)
