@@ -41,9 +41,12 @@ VARIANTS: dict[str, str] = {
     f"{PACKAGE}/workload.py": "_variants/workload/{workload}.py",
     "scripts/make_demo_model.py": "_variants/demo_model/{workload}_{backend}.py",
 }
-# destination -> variant that replaces the shared file there, where it exists
-OVERRIDES: dict[str, str] = {
+# Like VARIANTS, but placed only where the template has a variant for the chosen options
+# (a workload without its own benchmark yet gets none; only onnxruntime embeddings
+# services need the script that exports the real MiniLM to ONNX).
+OPTIONAL_VARIANTS: dict[str, str] = {
     "scripts/bench.py": "_variants/bench/{workload}.py",
+    "scripts/export_minilm_onnx.py": "_variants/export/{workload}_{backend}.py",
 }
 
 # option -> value -> paths that exist only for that value
@@ -77,6 +80,23 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             # with backend=torch only (listed there too)
             f"{PACKAGE}/runtime/hf_causal_lm.py",
             "tests/test_hf_model.py",
+        ],
+        "embeddings": [
+            f"{PACKAGE}/api/embeddings.py",
+            f"{PACKAGE}/api/openai_models.py",
+            f"{PACKAGE}/runtime/tokens.py",
+            "tests/test_embeddings.py",
+            "tests/test_embeddings_batching.py",
+            "tests/test_embeddings_real_model.py",
+        ],
+        "tts": [
+            f"{PACKAGE}/api/openai_models.py",
+            f"{PACKAGE}/api/speech.py",
+            f"{PACKAGE}/runtime/audio.py",
+            f"{PACKAGE}/runtime/chunk_stream.py",
+            f"{PACKAGE}/runtime/text_chunks.py",
+            "tests/test_speech.py",
+            "tests/test_speech_model.py",
         ],
     },
     "backend": {
@@ -125,7 +145,7 @@ def place_variants(root: Path, options: dict[str, str]) -> None:
             raise SystemExit(f"ERROR: the template has no variant {pattern.format(**options)}")
         target.parent.mkdir(parents=True, exist_ok=True)
         source.replace(target)
-    for destination, pattern in OVERRIDES.items():
+    for destination, pattern in OPTIONAL_VARIANTS.items():
         source = root / pattern.format(**options)
         if source.is_file():
             target = root / destination

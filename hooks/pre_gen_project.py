@@ -35,7 +35,7 @@ SLUG_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 PACKAGE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 SUPPORTED_PYTHON = ("3.11", "3.12")
 CHOICES = {
-    "workload": ("vision", "llm"),
+    "workload": ("vision", "llm", "embeddings", "tts"),
     "backend": ("onnxruntime", "torch"),
     "device": ("cpu", "gpu"),
     "batching": ("dynamic", "none"),

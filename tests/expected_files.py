@@ -72,6 +72,24 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_scheduler.py",
         "tests/test_text.py",
     },
+    ("workload", "embeddings"): {
+        f"{PACKAGE}/api/embeddings.py",
+        f"{PACKAGE}/api/openai_models.py",
+        f"{PACKAGE}/runtime/tokens.py",
+        "scripts/bench.py",
+        "tests/test_embeddings.py",
+        "tests/test_embeddings_batching.py",
+        "tests/test_embeddings_real_model.py",
+    },
+    ("workload", "tts"): {
+        f"{PACKAGE}/api/openai_models.py",
+        f"{PACKAGE}/api/speech.py",
+        f"{PACKAGE}/runtime/audio.py",
+        f"{PACKAGE}/runtime/chunk_stream.py",
+        f"{PACKAGE}/runtime/text_chunks.py",
+        "tests/test_speech.py",
+        "tests/test_speech_model.py",
+    },
     ("backend", "onnxruntime"): {
         f"{PACKAGE}/runtime/onnxruntime_backend.py",
         "tests/test_device_onnxruntime.py",
@@ -106,6 +124,7 @@ BY_COMBINATION: list[tuple[dict[str, str], set[str]]] = [
         {"workload": "llm", "backend": "torch"},
         {f"{PACKAGE}/runtime/hf_causal_lm.py", "tests/test_hf_model.py"},
     ),
+    ({"workload": "embeddings", "backend": "onnxruntime"}, {"scripts/export_minilm_onnx.py"}),
 ]
 
 

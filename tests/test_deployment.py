@@ -25,6 +25,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -587,8 +588,26 @@ def infer_vision(base_url: str) -> str:
     return f"POST /v1/classify -> {predictions[0]['label']} ({predictions[0]['score']:.3f})"
 
 
+def infer_tts(base_url: str) -> str:
+    status, answer = http(f"{base_url}/v1/models", timeout=10)
+    assert status == 200, answer[:500]
+    model = json.loads(answer)["data"][0]["id"]
+    request = {"model": model, "input": "Hello from the container.", "voice": "alloy"}
+    status, audio = http(
+        f"{base_url}/v1/audio/speech",
+        data=json.dumps(request).encode(),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert status == 200, audio[:500]
+    with wave.open(io.BytesIO(audio)) as wav:
+        frames, rate = wav.getnframes(), wav.getframerate()
+    assert frames > 0 and len(audio) == 44 + 2 * frames
+    return f"POST /v1/audio/speech -> {frames / rate:.2f} s of {rate} Hz WAV"
+
+
 # one real inference request per workload, over plain HTTP
-INFERENCE: dict[str, Callable[[str], str]] = {"vision": infer_vision}
+INFERENCE: dict[str, Callable[[str], str]] = {"vision": infer_vision, "tts": infer_tts}
 
 
 @pytest.fixture

@@ -45,8 +45,15 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_settings(model_path: Path, **overrides: Any) -> Settings:
-    # gpu builds default to DEVICE=cuda without fallback; tests run on whatever is here
-    values: dict[str, Any] = {"model_path": model_path, "cpu_fallback": True, "log_json": False}
+    # gpu builds default to DEVICE=cuda without fallback; tests run on whatever is here.
+    # One compute thread per model call: test runs share few cores (pytest -n), and
+    # runtimes whose threads spin-wait slow down badly when oversubscribed.
+    values: dict[str, Any] = {
+        "model_path": model_path,
+        "cpu_fallback": True,
+        "log_json": False,
+        "intra_op_threads": 1,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

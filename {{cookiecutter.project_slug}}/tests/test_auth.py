@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +29,8 @@ def protected_get_paths() -> list[str]:
     for router in PROTECTED_ROUTERS:
         for route in router.routes:
             if "GET" in getattr(route, "methods", set()):
-                paths.append(route.path.replace("{name}", "{{ cookiecutter.project_slug }}"))
+                # path parameters ({name}, {model}) name the served model
+                paths.append(re.sub(r"\{\w+\}", "{{ cookiecutter.project_slug }}", route.path))
     return paths
 
 

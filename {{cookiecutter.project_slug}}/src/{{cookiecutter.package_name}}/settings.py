@@ -61,6 +61,56 @@ class Settings(BaseSettings):
         "larger images and decompression bombs answer 413.",
     )
 {%- endif %}
+{%- if cookiecutter.workload == 'embeddings' %}
+    max_input_tokens: int | None = Field(
+        None,
+        ge=2,
+        description="Longest input in tokens, special tokens included. Default: the model's "
+        "own limit (`max_seq_length` of sentence_bert_config.json beside the model, else "
+        "`max_position_embeddings` of config.json); a larger value fails start-up.",
+    )
+    truncate: bool = Field(
+        False,
+        description="Inputs longer than MAX_INPUT_TOKENS: false answers 400 "
+        "(`context_length_exceeded`, as OpenAI does), true embeds their first "
+        "MAX_INPUT_TOKENS tokens (as sentence-transformers does).",
+    )
+    max_batch_tokens: int = Field(
+        8192,
+        ge=2,
+        description="Most input tokens one model call receives, summed over its inputs "
+        "(besides MAX_BATCH_SIZE items). Bounds activation memory; a longer request is "
+        "split over several calls, and a single input longer than this runs alone.",
+    )
+    max_inputs_per_request: int = Field(
+        2048, ge=1, description="Most strings one request may embed (OpenAI's limit is 2048)."
+    )
+{%- endif %}
+{%- if cookiecutter.workload == 'tts' %}
+    tts_max_input_chars: int = Field(
+        4096,
+        ge=1,
+        le=1_000_000,
+        description="Longest accepted `input` in characters (OpenAI's limit is 4096); "
+        "longer input answers 400.",
+    )
+    tts_chunk_chars: int = Field(
+        200,
+        ge=16,
+        le=10_000,
+        description="Input is synthesised and streamed in chunks of at most this many "
+        "characters (sentences first) at speed 1; slower speech gets proportionally shorter "
+        "chunks. Smaller: earlier first audio and finer batching; larger: fewer model calls.",
+    )
+    tts_chunks_in_flight: int = Field(
+        2,
+        ge=1,
+        le=256,
+        description="Chunks of one stream queued or computing at once. 1 synthesises "
+        "strictly one after another; more lets a long input fill more of each batch (faster "
+        "to finish), at the cost of later first audio for everyone under load.",
+    )
+{%- endif %}
 {%- if cookiecutter.workload != 'llm' %}
     model_instances: int = Field(
         1,
@@ -180,9 +230,14 @@ class Settings(BaseSettings):
         "batch is dispatched at once, and so is one that no admitted request can still join.",
     )
     max_queue_size: int = Field(
-        256,
+        {{ '4096' if cookiecutter.workload == 'embeddings' else '256' }},
         ge=1,
+{%- if cookiecutter.workload == 'embeddings' %}
+        description="Items allowed to wait; beyond it requests answer 503 with Retry-After. "
+        "Each input string is an item, and a request may carry MAX_INPUTS_PER_REQUEST.",
+{%- else %}
         description="Items allowed to wait; beyond it requests answer 503 with Retry-After.",
+{%- endif %}
     )
     request_timeout_s: float = Field(
         30.0, gt=0, description="A request not answered within this time gets 504."

@@ -29,6 +29,11 @@ Guarantees:
 - an exception fails only the batch it happened in; an out-of-memory error
   splits the batch in halves and retries down to single payloads, and a single
   payload that still does not fit answers ``OutOfMemory`` (503).
+
+Optional cost budget: a payload may also carry a ``cost`` (for text models, its
+tokens) and ``max_batch_cost`` then bounds a batch's total cost as well as its
+item count. A payload that costs more than the budget on its own still runs,
+alone in its batch, so nothing starves.
 """
 
 from __future__ import annotations
@@ -91,6 +96,7 @@ class _WorkItem:
     size: int
     future: asyncio.Future[Any]
     enqueued_at: float
+    cost: int = 0
 
 
 @dataclass(slots=True)
@@ -140,6 +146,7 @@ class Admission:
         payload: Any,
         size: int = 1,
         *,
+        cost: int = 0,
         timeout_s: float,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
@@ -147,7 +154,12 @@ class Admission:
         if not self._open:
             raise RuntimeError("this admission was already used")
         return await self._batcher.infer(
-            payload, size, timeout_s=timeout_s, disconnected=disconnected, admission=self
+            payload,
+            size,
+            cost=cost,
+            timeout_s=timeout_s,
+            disconnected=disconnected,
+            admission=self,
         )
 
 
@@ -164,6 +176,7 @@ class Batcher(Generic[InstanceT]):
         max_queue_size: int,
         observer: BatchObserver | None = None,
         keep_batch_sizes: bool = False,
+        max_batch_cost: int | None = None,
     ) -> None:
         if not instances:
             raise ValueError("at least one model instance is needed")
@@ -172,9 +185,11 @@ class Batcher(Generic[InstanceT]):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue_size = max_queue_size
+        self.max_batch_cost = max_batch_cost
         self._observer: BatchObserver = observer or NullObserver()
         self._queue: deque[_WorkItem] = deque()
         self._queued_rows = 0
+        self._queued_cost = 0
         self._arriving = 0  # admitted requests not yet queued
         self._executing = 0
         self._accepting = True  # admit() and bare submit() take new work
@@ -275,10 +290,21 @@ class Batcher(Generic[InstanceT]):
         return Overloaded(f"request queue is full ({self.max_queue_size} items); retry later")
 
     def submit(
-        self, payload: Any, size: int = 1, *, admission: Admission | None = None
+        self,
+        payload: Any,
+        size: int = 1,
+        *,
+        cost: int = 0,
+        admission: Admission | None = None,
+        continuation: bool = False,
     ) -> asyncio.Future[Any]:
-        """Queue a payload of ``size`` items; the future resolves to its result."""
-        if self._closed or (admission is None and not self._accepting):
+        """Queue a payload of ``size`` items (and ``cost``); the future resolves to its result.
+
+        ``continuation`` marks the next part of a request that was let in earlier
+        (a speech stream's next chunk): it skips the queue bound and is taken
+        until the workers stop, so work that has started is not cut off halfway.
+        """
+        if self._closed or (admission is None and not continuation and not self._accepting):
             raise NotReady("the service is shutting down")
         if size > self.max_batch_size:
             raise InvalidInput(
@@ -286,18 +312,19 @@ class Batcher(Generic[InstanceT]):
                 code="batch_too_large",
             )
         others_arriving = self._arriving - (1 if admission is not None else 0)
-        if self._queued_rows + others_arriving + size > self.max_queue_size:
+        if self._queued_rows + others_arriving + size > self.max_queue_size and not continuation:
             raise self._overloaded()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_WorkItem(payload, size, future, loop.time()))
+        self._queue.append(_WorkItem(payload, size, future, loop.time(), cost))
         self._queued_rows += size
+        self._queued_cost += cost
         self._idle.clear()
         self._observer.queue_depth(len(self._queue))
         if admission is not None:
             admission.release()  # after queueing, so the batcher sees the item, not a gap
         self._not_empty.set()
-        if self._queued_rows >= self.max_batch_size:
+        if self._full_batch_waiting():
             self._dispatch_now.set()
         return future
 
@@ -306,6 +333,7 @@ class Batcher(Generic[InstanceT]):
         payload: Any,
         size: int = 1,
         *,
+        cost: int = 0,
         timeout_s: float,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
         admission: Admission | None = None,
@@ -316,7 +344,7 @@ class Batcher(Generic[InstanceT]):
         gone, the item is dropped before compute and ``ClientDisconnected`` is
         raised. A timeout raises ``RequestTimeout`` and drops the item too.
         """
-        future = self.submit(payload, size, admission=admission)
+        future = self.submit(payload, size, cost=cost, admission=admission)
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout_s, _time_out, future, timeout_s)
         watcher: asyncio.Task[Any] | None = None
@@ -340,7 +368,7 @@ class Batcher(Generic[InstanceT]):
 
     def _should_wait(self) -> bool:
         return (
-            self._queued_rows < self.max_batch_size
+            not self._full_batch_waiting()
             and self._arriving > 0
             and self.max_wait_s > 0
             and not self._closed
@@ -364,18 +392,32 @@ class Batcher(Generic[InstanceT]):
             if batch:
                 return batch
 
+    def _full_batch_waiting(self) -> bool:
+        """Enough is queued to fill a batch, by items or by cost."""
+        if self._queued_rows >= self.max_batch_size:
+            return True
+        return self.max_batch_cost is not None and self._queued_cost >= self.max_batch_cost
+
+    def _fits(self, batch: list[_WorkItem], rows: int, cost: int, item: _WorkItem) -> bool:
+        if rows + item.size > self.max_batch_size:
+            return False
+        # the first item always fits the cost budget: one costlier than it runs alone
+        return not batch or self.max_batch_cost is None or cost + item.cost <= self.max_batch_cost
+
     def _take(self) -> list[_WorkItem]:
         batch: list[_WorkItem] = []
-        rows = 0
-        while self._queue and rows + self._queue[0].size <= self.max_batch_size:
+        rows = cost = 0
+        while self._queue and self._fits(batch, rows, cost, self._queue[0]):
             item = self._queue.popleft()
             self._queued_rows -= item.size
+            self._queued_cost -= item.cost
             if item.future.done():  # timed out, client gone or cancelled
                 self.stats.skipped += 1
                 continue
             batch.append(item)
             rows += item.size
-        if self._queued_rows < self.max_batch_size:
+            cost += item.cost
+        if not self._full_batch_waiting():
             self._dispatch_now.clear()
         self._observer.queue_depth(len(self._queue))
         return batch

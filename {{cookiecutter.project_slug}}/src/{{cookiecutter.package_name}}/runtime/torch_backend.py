@@ -47,14 +47,25 @@ def compute_dtype(settings: Settings, device: Device) -> torch.dtype:
 
 
 def load_weights(
-    module: torch.nn.Module, path: Path, device: Device, dtype: torch.dtype
+    module: torch.nn.Module,
+    path: Path,
+    device: Device,
+    dtype: torch.dtype,
+    *,
+    unused_prefixes: tuple[str, ...] = (),
 ) -> torch.nn.Module:
-    """Load safetensors weights (never a pickle), strictly, and prepare for inference."""
+    """Load safetensors weights (never a pickle), strictly, and prepare for inference.
+
+    Tensors whose names start with ``unused_prefixes`` are dropped first (a
+    checkpoint may carry heads the service does not run); every other tensor
+    must match the module exactly.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"model file {path} does not exist (run `make model`)")
     if path.suffix != ".safetensors":
         raise ValueError(f"{path} is not a .safetensors file; pickled checkpoints are refused")
     state = load_file(str(path), device="cpu")
+    state = {name: tensor for name, tensor in state.items() if not name.startswith(unused_prefixes)}
     module.load_state_dict(state, strict=True)
     module = module.to(device=str(device), dtype=dtype).eval()
     module.requires_grad_(False)

@@ -1,0 +1,202 @@
+"""OpenAI-compatible text to speech: ``POST /v1/audio/speech`` -> audio, streamed as it is made.
+
+The input is split into chunks (sentences, at most TTS_CHUNK_CHARS long).
+Chunks go through the batcher in order, TTS_CHUNKS_IN_FLIGHT at a time, so
+concurrent requests share batches, and each chunk's audio is sent as soon as
+it is ready. The request is admitted once, with its first chunk (503 when the
+queue is full); a stream that started is finished, even while draining.
+A WAV header needs the length up front: the model knows it before synthesis
+(``Model.num_samples``), so WAV streams too, with an exact header.
+
+Errors before the first audio answer the usual JSON error. After it, an
+error (a later chunk timing out or failing) cuts the connection, which the
+client sees as an incomplete body, never as a complete-looking file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Receive, Scope, Send
+
+from ..runtime.audio import MEDIA_TYPES, fit_length, to_pcm16, wav_header
+from ..runtime.chunk_stream import ChunkStream
+from ..runtime.errors import InvalidInput, ModelNotFound
+from ..runtime.service import InferenceService
+from ..runtime.text_chunks import chunk_limit, split_text
+from .deps import disconnect_waiter, get_service, get_settings
+from .responses import ERROR_RESPONSES, ErrorBody
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["audio"])
+
+SAMPLE_RATE_HEADER = "X-Sample-Rate"
+
+
+class VoiceRef(BaseModel):
+    """OpenAI's object form of a voice, ``{"id": "<name>"}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+
+
+class SpeechRequest(BaseModel):
+    """The body of OpenAI's ``POST /v1/audio/speech``; unknown fields answer 400."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="The served model name (MODEL_NAME).")
+    input: str = Field(
+        min_length=1, description="The text to speak, at most TTS_MAX_INPUT_CHARS characters."
+    )
+    voice: str | VoiceRef = Field(description="One of the model's voices (listed in the README).")
+    response_format: str = Field(
+        "wav",
+        description="`wav` (16-bit mono WAV) or `pcm` (raw signed 16-bit little-endian mono "
+        "samples); the sample rate is in the X-Sample-Rate response header.",
+    )
+    speed: float = Field(
+        1.0, ge=0.25, le=4.0, description="Speaking rate: 0.25 (slow) to 4.0 (fast)."
+    )
+    instructions: str | None = Field(None, description="Voice instructions: this model takes none.")
+    stream_format: str = Field(
+        "audio", description="`audio` (raw audio bytes, streamed); `sse` is not supported."
+    )
+
+
+def _check(body: SpeechRequest, request: Request, model: Any) -> str:
+    """Validate what the schema cannot; return the voice name."""
+    settings = get_settings(request)
+    if body.model != settings.model_name:
+        raise ModelNotFound(
+            f"model {body.model!r} does not exist; this service serves {settings.model_name!r}",
+            param="model",
+        )
+    if len(body.input) > settings.tts_max_input_chars:
+        raise InvalidInput(
+            f"input is {len(body.input)} characters; the limit is {settings.tts_max_input_chars}",
+            param="input",
+            code="input_too_long",
+        )
+    voice = body.voice if isinstance(body.voice, str) else body.voice.id
+    if voice not in model.voices:
+        raise InvalidInput(
+            f"voice {voice!r} is not available; choose one of {', '.join(model.voices)}",
+            param="voice",
+            code="invalid_voice",
+        )
+    if body.response_format not in MEDIA_TYPES:
+        raise InvalidInput(
+            f"response_format {body.response_format!r} is not supported; "
+            f"choose one of {', '.join(MEDIA_TYPES)}",
+            param="response_format",
+            code="unsupported_response_format",
+        )
+    if body.stream_format != "audio":
+        raise InvalidInput(
+            f"stream_format {body.stream_format!r} is not supported; use 'audio'",
+            param="stream_format",
+        )
+    if body.instructions:
+        raise InvalidInput("this model does not take instructions", param="instructions")
+    return voice
+
+
+@router.post(
+    "/v1/audio/speech",
+    response_class=StreamingResponse,
+    summary="Speak text (OpenAI-compatible); the audio streams as each sentence is synthesised",
+    responses={
+        200: {"content": {"audio/wav": {}, "audio/pcm": {}}, "description": "The audio"},
+        404: {"model": ErrorBody, "description": "Unknown `model`"},
+        **ERROR_RESPONSES,
+    },
+)
+async def create_speech(
+    body: SpeechRequest, request: Request, service: InferenceService[Any] = Depends(get_service)
+) -> Response:
+    model = service.model
+    voice = _check(body, request, model)
+    settings = get_settings(request)
+    chunks = split_text(body.input, chunk_limit(settings.tts_chunk_chars, body.speed))
+    if not chunks:
+        raise InvalidInput("input contains no text to speak", param="input")
+    utterances = [model.prepare(chunk, voice, body.speed) for chunk in chunks]
+    planned = [model.num_samples(utterance) for utterance in utterances]
+    stream = ChunkStream(
+        service, [[u] for u in utterances], in_flight=settings.tts_chunks_in_flight
+    )
+    headers = {SAMPLE_RATE_HEADER: str(model.sample_rate)}
+    try:
+        first = (await stream.next(disconnect_waiter(request)))[0]
+        if body.response_format == "wav" and None in planned:
+            # the length is only known at the end: send the WAV once complete
+            audio = [first] + [(await stream.next())[0] for _ in range(len(stream) - 1)]
+            samples = np.concatenate(audio)
+            content = wav_header(model.sample_rate, len(samples)) + to_pcm16(samples)
+            stream.close()
+            return Response(content, media_type=MEDIA_TYPES["wav"], headers=headers)
+    except BaseException:
+        stream.close()
+        raise
+    head = b""
+    if None not in planned:
+        total = sum(planned)
+        if body.response_format == "wav":
+            head = wav_header(model.sample_rate, total)
+        headers["Content-Length"] = str(len(head) + 2 * total)
+    return _ClosingStreamingResponse(
+        _audio_bytes(head, first, stream, planned),
+        on_close=stream.close,
+        media_type=MEDIA_TYPES[body.response_format],
+        headers=headers,
+    )
+
+
+async def _audio_bytes(
+    head: bytes, first: np.ndarray, stream: ChunkStream, planned: list[int | None]
+) -> AsyncIterator[bytes]:
+    """The header (if any), then each chunk's samples in order, as each is ready."""
+    try:
+        yield head + to_pcm16(_exact(first, planned[0]))
+        for index in range(1, len(stream)):
+            try:
+                audio = (await stream.next())[0]
+            except Exception as exc:
+                logger.warning(
+                    "speech stream cut off at chunk %d of %d: %s", index + 1, len(stream), exc
+                )
+                raise
+            yield to_pcm16(_exact(audio, planned[index]))
+    finally:
+        stream.close()  # client gone or stream cut: the rest never reach the model
+
+
+class _ClosingStreamingResponse(StreamingResponse):
+    """Runs ``on_close`` however the response ends, even if its body was never started
+    (a client that left before the first byte)."""
+
+    def __init__(
+        self, content: AsyncIterator[bytes], *, on_close: Callable[[], None], **kwargs: Any
+    ) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
+def _exact(audio: np.ndarray, planned: int | None) -> np.ndarray:
+    if planned is None or len(audio) == planned:
+        return audio
+    logger.error("the model made %d samples where num_samples promised %d", len(audio), planned)
+    return fit_length(audio, planned)

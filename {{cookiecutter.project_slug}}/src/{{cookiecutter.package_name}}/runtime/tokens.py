@@ -1,0 +1,123 @@
+"""Glue for text models: the tokenizer beside the weights, token limits, padding, batching.
+
+A text model directory follows the Hugging Face layout: ``tokenizer.json``,
+``config.json`` and, for sentence-transformers models, ``sentence_bert_config.json``
+beside the weights. Requests are tokenized before they are queued, so the batcher
+can bound each model call by tokens as well as by inputs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from tokenizers import Tokenizer
+
+# A payload of the batcher: the token ids of one or more inputs, in request order.
+TokenPayload = list[list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """One input's token ids (special tokens included), cut to the model's limit."""
+
+    ids: list[int]
+    truncated: bool  # the input was longer than the limit and lost its end
+
+
+def token_limit(model_dir: Path, requested: int | None) -> int:
+    """The longest input the model takes, lowered to ``requested`` when that is set.
+
+    sentence-transformers models declare the length they were trained at
+    (``max_seq_length``); otherwise the position table bounds it.
+    """
+    limit: int | None = None
+    for name, key in (
+        ("sentence_bert_config.json", "max_seq_length"),
+        ("config.json", "max_position_embeddings"),
+    ):
+        path = model_dir / name
+        if limit is None and path.is_file():
+            limit = json.loads(path.read_text(encoding="utf-8")).get(key)
+    if limit is None:
+        if requested is None:
+            raise ValueError(f"no token limit in {model_dir}: set MAX_INPUT_TOKENS")
+        return requested
+    if requested is not None and requested > limit:
+        raise ValueError(
+            f"MAX_INPUT_TOKENS={requested} exceeds the model's limit of {limit} tokens"
+        )
+    return requested or limit
+
+
+def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
+    """Open ``tokenizer.json``, truncating at ``max_tokens``, not padding (batches pad)."""
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"tokenizer {path} does not exist (it belongs beside the model file)"
+        )
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    # the special tokens added around the text count toward the limit, as in transformers
+    tokenizer.enable_truncation(max_tokens)
+    return tokenizer
+
+
+def tokenize(tokenizer: Tokenizer, texts: list[str]) -> list[Tokens]:
+    encodings = tokenizer.encode_batch(texts)
+    return [Tokens(encoding.ids, bool(encoding.overflowing)) for encoding in encodings]
+
+
+def pad(sequences: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to the longest sequence: ``(input_ids, attention_mask)``, both int64 ``(N, L)``."""
+    length = max(len(sequence) for sequence in sequences)
+    input_ids = np.full((len(sequences), length), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = sequence
+        attention_mask[row, : len(sequence)] = 1
+    return input_ids, attention_mask
+
+
+def chunk(sequences: Sequence[list[int]], max_items: int, max_tokens: int) -> list[TokenPayload]:
+    """Split one request's inputs, in order, into payloads that each fit one model call.
+
+    Every payload has at most ``max_items`` inputs and ``max_tokens`` tokens; an
+    input longer than ``max_tokens`` on its own becomes a payload of one.
+    """
+    payloads: list[TokenPayload] = []
+    current: TokenPayload = []
+    tokens = 0
+    for sequence in sequences:
+        if current and (len(current) == max_items or tokens + len(sequence) > max_tokens):
+            payloads.append(current)
+            current, tokens = [], 0
+        current.append(sequence)
+        tokens += len(sequence)
+    if current:
+        payloads.append(current)
+    return payloads
+
+
+class EmbeddingModel(Protocol):
+    def predict(self, sequences: list[list[int]]) -> np.ndarray: ...
+
+
+def run_embedding_batch(
+    model: EmbeddingModel, payloads: Sequence[TokenPayload]
+) -> list[np.ndarray]:
+    """Embed every payload's inputs in one model call; give each payload its own rows back."""
+    sequences = [sequence for payload in payloads for sequence in payload]
+    vectors = model.predict(sequences)
+    if len(vectors) != len(sequences):
+        raise RuntimeError(f"predict returned {len(vectors)} vectors for {len(sequences)} inputs")
+    results: list[np.ndarray] = []
+    start = 0
+    for payload in payloads:
+        results.append(vectors[start : start + len(payload)])
+        start += len(payload)
+    return results
