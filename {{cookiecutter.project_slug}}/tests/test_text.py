@@ -104,6 +104,13 @@ def test_seeded_sampling_repeats_and_seeds_differ() -> None:
     assert draws[1] != draws[2]
 
 
+def test_any_integer_seed_and_tiny_temperatures_are_fine() -> None:
+    logits = np.array([0.5, 2.0, 1.0], dtype=np.float32)
+    for seed in (-1, 2**70, 0):
+        assert sample(logits, SamplingParams(max_tokens=1, temperature=1e-300), new_rng(seed)) == 1
+    assert new_rng(-1).random() == new_rng(2**64 - 1).random()
+
+
 def test_top_p_keeps_only_the_nucleus() -> None:
     logits = np.log(np.array([0.5, 0.3, 0.15, 0.05], dtype=np.float64)).astype(np.float32)
     rng = new_rng(3)

@@ -24,15 +24,17 @@ class SamplingParams:
 
 def new_rng(seed: int | None) -> np.random.Generator:
     """One generator per sequence: a seeded request samples alike whatever its batch."""
-    return np.random.default_rng(seed)
+    # any integer is a valid seed (OpenAI accepts negative ones): fold it into 64 bits
+    return np.random.default_rng(None if seed is None else seed % 2**64)
 
 
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
     """The next token id from one row of logits ``(vocab,)``."""
     if params.greedy:
         return int(np.argmax(logits))
-    scaled = logits.astype(np.float64) / params.temperature
-    scaled -= scaled.max()
+    shifted = logits.astype(np.float64)
+    # subtract the maximum first: a tiny temperature then gives 0 and -inf, never inf - inf
+    scaled = (shifted - shifted.max()) / params.temperature
     probs = np.exp(scaled)
     probs /= probs.sum()
     if params.top_p < 1.0:
