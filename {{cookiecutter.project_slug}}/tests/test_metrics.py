@@ -128,6 +128,19 @@ def scrape(client: TestClient) -> Samples:
     return parse(response.text)
 
 
+async def settled_metrics(client: httpx.AsyncClient) -> str:
+    """Scrape once two scrapes 50 ms apart agree: a generation step's last observations
+    (tokens, inter-token latency) may land just after its responses were sent."""
+    previous = None
+    for _ in range(100):
+        text = (await client.get("/metrics")).text
+        if text == previous:
+            return text
+        previous = text
+        await asyncio.sleep(0.05)
+    return text
+
+
 # --- one process, real traffic -------------------------------------------------------
 def test_traffic_moves_the_metrics_exactly(model_path: Path) -> None:
     requests, bad = 24, 3
@@ -138,7 +151,7 @@ def test_traffic_moves_the_metrics_exactly(model_path: Path) -> None:
         async with running_app(app) as client:
             good = await asyncio.gather(*(send_inference(client, i) for i in range(requests)))
             failed = [await send_bad_request(client) for _ in range(bad)]
-            return list(good), failed, (await client.get("/metrics")).text
+            return list(good), failed, await settled_metrics(client)
 
     good, failed, text = asyncio.run(traffic())
     assert [r.status_code for r in good] == [200] * requests
