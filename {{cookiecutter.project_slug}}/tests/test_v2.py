@@ -186,3 +186,11 @@ def test_bad_header_length_is_400(client: TestClient) -> None:
     )
     assert response.status_code == 400
     assert "outside the body" in response.json()["error"]
+
+
+def test_deeply_nested_json_is_400(client: TestClient) -> None:
+    body = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    response = client.post(f"/v2/models/{MODEL}/infer", content=body)
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["error"]
+    assert client.get("/health/ready").status_code == 200
