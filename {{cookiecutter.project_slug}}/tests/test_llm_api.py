@@ -186,6 +186,7 @@ def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
         ({"temperature": 3}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": 10**9}, "max_tokens"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
         ({"prompt": ["one", "two"]}, "prompt"),
