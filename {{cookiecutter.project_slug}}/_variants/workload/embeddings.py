@@ -22,16 +22,12 @@ async def create_service(
     settings: Settings, model_factory: Callable[[], Any], observer: BatchObserver | None
 ) -> InferenceService[Any]:
     """Load the model instances behind a batcher bounded by items and by tokens."""
-    return await InferenceService.load(
+    # payloads are lists of token-id sequences: embedded in one model call, split back
+    return await InferenceService.from_settings(
+        settings,
         model_factory,
-        settings.model_instances,
-        # payloads are lists of token-id sequences: embedded in one model call, split back
-        run_batch=run_embedding_batch,
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_batch_wait_s,
-        max_queue_size=settings.max_queue_size,
-        request_timeout_s=settings.request_timeout_s,
-        observer=observer,
+        run_embedding_batch,
+        observer,
         max_batch_cost=settings.max_batch_tokens,
     )
 

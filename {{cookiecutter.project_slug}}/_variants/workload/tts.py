@@ -47,16 +47,7 @@ async def create_service(
 
     Each chunk of a speech stream is one item: chunks of concurrent requests share batches.
     """
-    return await InferenceService.load(
-        model_factory,
-        settings.model_instances,
-        run_batch=run_batch,
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_batch_wait_s,
-        max_queue_size=settings.max_queue_size,
-        request_timeout_s=settings.request_timeout_s,
-        observer=observer,
-    )
+    return await InferenceService.from_settings(settings, model_factory, run_batch, observer)
 
 
 async def start_service(service: InferenceService[Any]) -> None:

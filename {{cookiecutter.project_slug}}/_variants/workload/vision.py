@@ -23,17 +23,8 @@ async def create_service(
     settings: Settings, model_factory: Callable[[], Any], observer: BatchObserver | None
 ) -> InferenceService[Any]:
     """Load the model instances behind a dynamic batcher (not yet warm, not yet ready)."""
-    return await InferenceService.load(
-        model_factory,
-        settings.model_instances,
-        # payloads are (n, 3, H, W) float32 arrays: stacked into one model call, split back
-        run_batch=run_stacked,
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_batch_wait_s,
-        max_queue_size=settings.max_queue_size,
-        request_timeout_s=settings.request_timeout_s,
-        observer=observer,
-    )
+    # payloads are (n, 3, H, W) float32 arrays: stacked into one model call, split back
+    return await InferenceService.from_settings(settings, model_factory, run_stacked, observer)
 
 
 async def start_service(service: InferenceService[Any]) -> None:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
 
+from ..settings import Settings
 from .batcher import Admission, Batcher, BatchObserver, ClientDisconnected, RunBatch
 from .errors import NotReady, ServiceError
 from .warmup import warm_up
@@ -107,6 +108,28 @@ class InferenceService(Generic[ModelT]):
         service.load_seconds = time.perf_counter() - started
         logger.info("model loaded in %.3f s (%d instance(s))", service.load_seconds, instances)
         return service
+
+    @classmethod
+    async def from_settings(
+        cls,
+        settings: Settings,
+        factory: Callable[[], ModelT],
+        run_batch: RunBatch,
+        observer: BatchObserver | None,
+        max_batch_cost: int | None = None,
+    ) -> InferenceService[ModelT]:
+        """Load MODEL_INSTANCES copies behind a batcher sized by the batching settings."""
+        return await cls.load(
+            factory,
+            settings.model_instances,
+            run_batch=run_batch,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_s,
+            max_queue_size=settings.max_queue_size,
+            request_timeout_s=settings.request_timeout_s,
+            observer=observer,
+            max_batch_cost=max_batch_cost,
+        )
 
     async def start(self, example_payload: Callable[[int], Any]) -> None:
         """Warm up, start the batching workers and report ready."""
