@@ -40,6 +40,8 @@ VARIANTS: dict[str, str] = {
     f"{PACKAGE}/model.py": "_variants/model/{workload}_{backend}.py",
     f"{PACKAGE}/workload.py": "_variants/workload/{workload}.py",
     "scripts/make_demo_model.py": "_variants/demo_model/{workload}_{backend}.py",
+    # how the workload-agnostic resilience and hostile-input tests make this workload's requests
+    "tests/workload_requests.py": "_variants/workload_requests/{workload}.py",
 }
 # Like VARIANTS, but placed only where the template has a variant for the chosen options
 # (a workload without its own benchmark yet gets none; only onnxruntime embeddings
@@ -60,7 +62,6 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/images.py",
             "tests/test_batcher.py",  # drives the batcher through /v1/classify
             "tests/test_classify.py",
-            "tests/test_resilience.py",
             "tests/test_v2.py",
         ],
         "llm": [

@@ -42,7 +42,10 @@ COMMON = {
     "tests/test_fuzz.py",
     "tests/test_health.py",
     "tests/test_healthcheck.py",
+    "tests/test_hostile_input.py",
+    "tests/test_resilience.py",
     "tests/test_settings.py",
+    "tests/workload_requests.py",
 }
 
 BY_OPTION: dict[tuple[str, str], set[str]] = {
@@ -54,7 +57,6 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/images.py",
         "tests/test_batcher.py",  # drives the batcher through /v1/classify
         "tests/test_classify.py",
-        "tests/test_resilience.py",
         "tests/test_v2.py",
     },
     ("workload", "llm"): {

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,16 @@ def live_server(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """A hostile request, the status it must get and the field its error must name."""
+
+    path: str
+    request: dict[str, Any]  # httpx request arguments (json=, content=, files=, headers=)
+    status: int
+    names: str
 
 
 def run_async(coroutine: Any) -> Any:

@@ -205,8 +205,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         30.0,
         gt=0,
-        description="A request still waiting for a slot after this time gets 504 (a running "
-        "generation is never cut short).",
+        description="A request that gets no token for this long (still waiting for a slot, "
+        "or its model call stalled) gets 504, or an error event mid-stream; a generation that "
+        "keeps producing tokens is never cut short.",
     )
 {%- else %}
 

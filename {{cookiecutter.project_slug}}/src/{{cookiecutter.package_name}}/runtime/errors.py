@@ -138,13 +138,34 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    if first.get("type") == "json_invalid":  # its location is a character offset, not a field
+        reason = first.get("ctx", {}).get("error", first["msg"])
+        offset = first["loc"][-1]
+        message = f"the body is not valid JSON: {reason} (at character {offset})"
+        return error_response(InvalidInput(message, code="json_invalid"))
     param = _field_name(tuple(first.get("loc", ())))
     message = f"{param}: {first['msg']}" if param else str(first["msg"])
     return error_response(InvalidInput(message, param=param))
 
 
+def _unreadable_body(cause: BaseException) -> ServiceError:
+    """Why FastAPI could not read a JSON body (it answers only "error parsing the body")."""
+    if isinstance(cause, ServiceError):  # the body limit, hit while the body was being read
+        return cause
+    if isinstance(cause, UnicodeDecodeError):
+        reason = f"it is not UTF-8 (byte 0x{cause.object[cause.start]:02x} at {cause.start})"
+    elif isinstance(cause, RecursionError):
+        reason = "it is nested too deeply"
+    else:
+        reason = f"{type(cause).__name__}"
+    return InvalidInput(f"the body is not valid JSON: {reason}", code="json_invalid")
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.__cause__ is not None:
+        # FastAPI raises HTTPException(400) from whatever stopped it reading the body
+        return error_response(_unreadable_body(exc.__cause__))
     status = exc.status_code
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")
     error_type = "invalid_request_error" if status < 500 else "server_error"

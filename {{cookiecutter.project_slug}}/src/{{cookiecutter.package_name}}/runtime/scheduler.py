@@ -106,10 +106,15 @@ class Generation:
     """One request's sequence: advanced by the engine thread, read by the request's coroutine."""
 
     def __init__(
-        self, prompt_ids: Sequence[int], params: SamplingParams, tokenizer: Tokenizer
+        self,
+        prompt_ids: Sequence[int],
+        params: SamplingParams,
+        tokenizer: Tokenizer,
+        timeout_s: float | None = None,
     ) -> None:
         self.prompt_ids = list(prompt_ids)
         self.params = params
+        self.timeout_s = timeout_s
         self.arrived = time.perf_counter()
         self.completion_tokens = 0
         self.finish_reason: str | None = None
@@ -132,7 +137,20 @@ class Generation:
         self.cancelled = True
 
     async def next_event(self) -> GenerationEvent:
-        event = await self._events.get()
+        """The next event, or ``RequestTimeout`` when none comes within ``timeout_s`` (if set).
+
+        The bound holds even when the engine thread is stuck in a stalled model
+        call: the request answers 504 (an error event mid-stream) and the engine
+        drops the sequence once the call returns.
+        """
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                event = await self._events.get()
+        except TimeoutError:
+            self.cancel()
+            raise RequestTimeout(
+                f"no token within {self.timeout_s:g} s (waiting for a slot or a stalled model call)"
+            ) from None
         if event.error is not None:
             raise event.error
         return event
@@ -220,7 +238,9 @@ class Scheduler:
                 param="max_tokens",
                 code="context_length_exceeded",
             )
-        generation = Generation(prompt_ids, params, self.model.tokenizer)
+        generation = Generation(
+            prompt_ids, params, self.model.tokenizer, timeout_s=self.request_timeout_s
+        )
         with self._cond:
             free_slots = max(0, self.max_running - len(self._running) - len(self._prefilling))
             if len(self._waiting) >= self.max_waiting + free_slots:
