@@ -35,7 +35,7 @@ from torch import nn
 
 from .runtime.device import Device
 from .runtime.tokens import Tokens, load_tokenizer, pad, token_limit, tokenize
-from .runtime.torch_backend import compute_dtype, load_weights, select_device
+from .runtime.torch_backend import compute_dtype, load_weights, require_weights, select_device
 from .settings import Settings
 
 PAD_ID = 0  # any valid id: padded positions are masked out
@@ -178,7 +178,7 @@ class Model:
         self._dtype = torch.float32
 
     def load(self) -> None:
-        path = weights_file(self.settings.model_path)
+        path = require_weights(weights_file(self.settings.model_path))
         folder = path.parent
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         self.device = select_device(self.settings)

@@ -39,7 +39,7 @@ from torch import nn
 
 from .runtime.device import Device
 from .runtime.errors import InvalidInput
-from .runtime.torch_backend import compute_dtype, load_weights, select_device
+from .runtime.torch_backend import compute_dtype, load_weights, require_weights, select_device
 from .settings import Settings
 
 PAD_ID = 0
@@ -149,9 +149,7 @@ class Model:
         self._net: nn.Module | None = None
 
     def load(self) -> None:
-        path = self.settings.model_path
-        if not path.is_file():
-            raise FileNotFoundError(f"model file {path} does not exist (run `make model`)")
+        path = require_weights(self.settings.model_path)
         with safe_open(str(path), framework="pt") as weights:
             meta = weights.metadata() or {}
         try:

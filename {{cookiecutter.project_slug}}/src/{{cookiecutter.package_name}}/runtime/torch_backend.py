@@ -46,6 +46,15 @@ def compute_dtype(settings: Settings, device: Device) -> torch.dtype:
     return DTYPES[settings.precision]
 
 
+def require_weights(path: Path) -> Path:
+    """``path`` if it is a safetensors file, else the one-line reason start-up fails."""
+    if not path.is_file():
+        raise FileNotFoundError(f"model file {path} does not exist (run `make model`)")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path} is not a .safetensors file; pickled checkpoints are refused")
+    return path
+
+
 def load_weights(
     module: torch.nn.Module,
     path: Path,
@@ -60,11 +69,7 @@ def load_weights(
     checkpoint may carry heads the service does not run); every other tensor
     must match the module exactly.
     """
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {path} does not exist (run `make model`)")
-    if path.suffix != ".safetensors":
-        raise ValueError(f"{path} is not a .safetensors file; pickled checkpoints are refused")
-    state = load_file(str(path), device="cpu")
+    state = load_file(str(require_weights(path)), device="cpu")
     state = {name: tensor for name, tensor in state.items() if not name.startswith(unused_prefixes)}
     module.load_state_dict(state, strict=True)
     module = module.to(device=str(device), dtype=dtype).eval()
