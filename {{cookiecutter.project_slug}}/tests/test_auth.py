@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from {{ cookiecutter.package_name }}.api import bench
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.workload import PROTECTED_ROUTERS
 
@@ -66,3 +69,66 @@ def test_accepts_the_key(secured: TestClient) -> None:
 def test_no_key_configured_means_open(client: TestClient) -> None:
     for path in protected_get_paths():
         assert client.get(path).status_code == 200, path
+
+
+# Open on purpose: probes (the kubelet sends no key), the scrape endpoint (Prometheus,
+# inside the cluster) and the API's own description. Every other route needs the key.
+OPEN_PATHS = {
+    "/health/live",
+    "/health/ready",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+}
+
+
+def served_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every operation in the OpenAPI schema, plus the hidden bench route."""
+    routes = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
+    routes |= {(m, r.path) for r in bench.router.routes for m in getattr(r, "methods", ())}
+    return routes
+
+
+def test_every_other_route_needs_the_key_before_its_body_is_read(model_path: Path) -> None:
+    """Every operation the app serves, with a garbage body: 401 before any parsing."""
+    app = create_app(make_settings(model_path, api_key=KEY, bench_endpoint=True))
+    checked = []
+    with TestClient(app) as client:
+        for method, template in sorted(served_routes(app)):
+            path = re.sub(r"\{\w+\}", "{{ cookiecutter.project_slug }}", template)
+            response = client.request(method, path, content=b"\xff{not json")
+            if template in OPEN_PATHS:
+                assert response.status_code != 401, (method, path)
+            else:
+                assert response.status_code == 401, (method, path, response.text)
+                checked.append(f"{method} {path}")
+    assert any(route.startswith("POST ") for route in checked), checked
+    assert "POST /_bench/read-body" in checked
+
+
+def test_the_key_is_compared_in_constant_time(
+    secured: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every presented key goes through ``secrets.compare_digest``, whatever its length."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = secrets.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(secrets, "compare_digest", recording)
+    path = protected_get_paths()[0]
+    tokens = ["x", KEY[:-1] + "y", KEY + "extra", KEY]
+    for token in tokens:
+        secured.get(path, headers={"Authorization": f"Bearer {token}"})
+    assert [presented.decode() for presented, _ in compared] == tokens
+    assert all(expected == KEY.encode() for _, expected in compared)
