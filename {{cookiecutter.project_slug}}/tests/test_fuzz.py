@@ -8,6 +8,7 @@ against a real uvicorn server. Marked ``heavy`` (``make test`` runs it).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def api_schema(model_path: Path) -> Iterator[schemathesis.BaseSchema]:
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
+FUZZED: Counter[str] = Counter()  # cases per operation, printed at the end (pytest -s)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_counts() -> Iterator[None]:
+    yield
+    counts = ", ".join(f"{operation} {count}" for operation, count in FUZZED.most_common())
+    print(f"fuzzed requests per operation: {counts}")
 
 
 @schema.parametrize()
@@ -39,4 +48,5 @@ def test_api_conforms_to_its_schema(case: schemathesis.Case) -> None:
     # A schema-valid request may still be refused: a `file` that is bytes but not an
     # image is a 400 by design. Every other check (no 5xx, documented status codes,
     # response schemas, negative data rejected) applies.
+    FUZZED[case.operation.label] += 1
     case.call_and_validate(excluded_checks=[positive_data_acceptance])
