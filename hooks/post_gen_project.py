@@ -66,6 +66,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
         ],
         "llm": [
             f"{PACKAGE}/api/openai_completions.py",
+            f"{PACKAGE}/api/openai_models.py",
             f"{PACKAGE}/api/openai_schemas.py",
             f"{PACKAGE}/runtime/generation.py",
             f"{PACKAGE}/runtime/kv_cache.py",

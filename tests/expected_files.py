@@ -61,6 +61,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
     },
     ("workload", "llm"): {
         f"{PACKAGE}/api/openai_completions.py",
+        f"{PACKAGE}/api/openai_models.py",
         f"{PACKAGE}/api/openai_schemas.py",
         f"{PACKAGE}/runtime/generation.py",
         f"{PACKAGE}/runtime/kv_cache.py",

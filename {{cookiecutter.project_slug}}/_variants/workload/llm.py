@@ -7,13 +7,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from .api import openai_completions
+from .api import openai_completions, openai_models
 from .runtime.generation import GenerationService
 from .runtime.scheduler import GenerationObserver
 from .settings import Settings
 
 # Behind the API key when one is set.
-PROTECTED_ROUTERS: list[APIRouter] = [openai_completions.router]
+PROTECTED_ROUTERS: list[APIRouter] = [openai_completions.router, openai_models.router]
 OPEN_ROUTERS: list[APIRouter] = []
 
 

@@ -22,10 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from ..runtime.batcher import Admission
-from ..runtime.errors import InvalidInput, ModelNotFound
+from ..runtime.errors import InvalidInput
 from ..runtime.service import InferenceService
 from ..runtime.tokens import Tokens, chunk
 from .deps import disconnect_waiter, get_service, get_settings
+from .openai_models import check_model
 from .responses import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(tags=["embeddings"])
@@ -203,11 +204,8 @@ async def create_embeddings(
     body: EmbeddingRequest, request: Request, service: InferenceService[Any] = Depends(get_service)
 ) -> Response:
     settings = get_settings(request)
-    if body.model is not None and body.model != settings.model_name:
-        raise ModelNotFound(
-            f"model {body.model!r} is not served here; this service serves {settings.model_name!r}",
-            param="model",
-        )
+    if body.model is not None:
+        check_model(body.model, settings)
     texts = [body.input] if isinstance(body.input, str) else body.input
     if len(texts) > settings.max_inputs_per_request:
         raise InvalidInput(

@@ -1,4 +1,4 @@
-"""OpenAI-compatible text generation: ``/v1/completions``, ``/v1/chat/completions``, ``/v1/models``.
+"""OpenAI-compatible text generation: ``/v1/completions`` and ``/v1/chat/completions``.
 
 Streaming answers are server-sent events: one ``data: {json}`` chunk per
 batch of new text, ending with ``data: [DONE]``. A stream's status line is
@@ -22,13 +22,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..runtime.errors import InvalidInput, ModelNotFound, ServiceError, error_body
+from ..runtime.errors import InvalidInput, ServiceError, error_body
 from ..runtime.generation import GenerationService
 from ..runtime.sampling import SamplingParams
 from ..runtime.scheduler import Generation, GenerationEvent
 from ..runtime.service import ClientClosedRequest
 from ..settings import Settings
 from .deps import disconnect_waiter, get_service, get_settings
+from .openai_models import check_model
 from .openai_schemas import (
     AssistantMessage,
     ChatChoice,
@@ -38,31 +39,17 @@ from .openai_schemas import (
     CompletionRequest,
     CompletionResponse,
     GenerationParameters,
-    ModelCard,
-    ModelList,
     Usage,
 )
 from .responses import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["openai"])
-STARTED = int(time.time())
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 T = TypeVar("T")
 RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     404: {"model": ErrorBody, "description": "No model of that name is served here"},
 }
-
-
-@router.get("/models", response_model=ModelList, summary="The served model")
-async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[_model_card(request)])
-
-
-@router.get("/models/{name}", response_model=ModelCard, summary="One model", responses=RESPONSES)
-async def retrieve_model(name: str, request: Request) -> ModelCard:
-    _check_model(name, get_settings(request))
-    return _model_card(request)
 
 
 @router.post(
@@ -75,7 +62,7 @@ async def create_completion(
     body: CompletionRequest, request: Request, service: GenerationService = Depends(get_service)
 ) -> Any:
     settings = get_settings(request)
-    _check_model(body.model, settings)
+    check_model(body.model, settings)
     prompt_ids = await _prompt_ids(body.prompt, service)
     params = sampling_params(
         body, body.max_tokens, len(prompt_ids), service.context_length, settings, "prompt"
@@ -114,7 +101,7 @@ async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, service: GenerationService = Depends(get_service)
 ) -> Any:
     settings = get_settings(request)
-    _check_model(body.model, settings)
+    check_model(body.model, settings)
     if (
         body.max_tokens
         and body.max_completion_tokens
@@ -216,20 +203,6 @@ async def _prompt_ids(
     if any(not 0 <= token < vocab for token in prompt):
         raise InvalidInput(f"token ids must be in [0, {vocab})", param="prompt")
     return list(prompt)
-
-
-def _check_model(name: str, settings: Settings) -> None:
-    if name != settings.model_name:
-        raise ModelNotFound(
-            f"the model {name!r} does not exist; this server serves {settings.model_name!r}",
-            param="model",
-        )
-
-
-def _model_card(request: Request) -> ModelCard:
-    return ModelCard(
-        id=get_settings(request).model_name, created=STARTED, owned_by=request.app.title
-    )
 
 
 def _usage(generation: Generation) -> Usage:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
 from ..runtime.errors import ModelNotFound
+from ..settings import Settings
 from .deps import get_settings
 from .responses import ErrorBody
 
@@ -30,6 +31,15 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+def check_model(name: str, settings: Settings) -> None:
+    """A request's ``model`` must name the served model (404 in OpenAI's shape otherwise)."""
+    if name != settings.model_name:
+        raise ModelNotFound(
+            f"the model {name!r} does not exist; this service serves {settings.model_name!r}",
+            param="model",
+        )
+
+
 def served_model(request: Request) -> ModelCard:
     return ModelCard(id=get_settings(request).model_name, created=STARTED_AT, owned_by=OWNER)
 
@@ -46,7 +56,5 @@ async def list_models(request: Request) -> ModelList:
     responses={404: {"model": ErrorBody, "description": "No such model"}},
 )
 async def retrieve_model(name: str, request: Request) -> ModelCard:
-    card = served_model(request)
-    if name != card.id:
-        raise ModelNotFound(f"model {name!r} is not served here", param="model")
-    return card
+    check_model(name, get_settings(request))
+    return served_model(request)

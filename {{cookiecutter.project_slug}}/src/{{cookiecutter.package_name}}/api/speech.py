@@ -27,10 +27,11 @@ from starlette.types import Receive, Scope, Send
 
 from ..runtime.audio import MEDIA_TYPES, fit_length, to_pcm16, wav_header
 from ..runtime.chunk_stream import ChunkStream
-from ..runtime.errors import InvalidInput, ModelNotFound
+from ..runtime.errors import InvalidInput
 from ..runtime.service import InferenceService
 from ..runtime.text_chunks import chunk_limit, split_text
 from .deps import disconnect_waiter, get_service, get_settings
+from .openai_models import check_model
 from .responses import ERROR_RESPONSES, ErrorBody
 
 logger = logging.getLogger(__name__)
@@ -73,11 +74,7 @@ class SpeechRequest(BaseModel):
 def _check(body: SpeechRequest, request: Request, model: Any) -> str:
     """Validate what the schema cannot; return the voice name."""
     settings = get_settings(request)
-    if body.model != settings.model_name:
-        raise ModelNotFound(
-            f"model {body.model!r} does not exist; this service serves {settings.model_name!r}",
-            param="model",
-        )
+    check_model(body.model, settings)
     if len(body.input) > settings.tts_max_input_chars:
         raise InvalidInput(
             f"input is {len(body.input)} characters; the limit is {settings.tts_max_input_chars}",
