@@ -114,6 +114,8 @@ def test_overload_answers_only_200_503_504_and_never_mixes_results(model_path: P
 
 
 def test_an_exception_in_the_model_fails_only_its_batch(model_path: Path) -> None:
+    """One model call raises while 12 requests are in flight: that call's requests (at most
+    one batch) answer 500, every other request its own answer, and the service stays up."""
     failures = {"left": 0}
 
     def fail_once(name: str) -> None:
@@ -121,20 +123,30 @@ def test_an_exception_in_the_model_fails_only_its_batch(model_path: Path) -> Non
             failures["left"] -= 1
             raise RuntimeError(f"injected failure in {name}")
 
-    app = create_app(make_settings(model_path), model_factory=wrapped_model(fail_once))
+    concurrent = 4
+    settings = make_settings(model_path, **workload.capacity(concurrent, 64))
+    app = create_app(settings, model_factory=wrapped_model(fail_once))
 
-    async def scenario() -> None:
+    async def scenario() -> tuple[list[Any], list[httpx.Response]]:
         async with running_app(app) as client:
-            failures["left"] = 1  # after warmup: the next request's first model call
-            failed = await workload.send(client, 0)
-            assert failed.status_code == 500, failed.text
-            assert failed.json()["error"]["code"] == "model_error"
-            assert "RuntimeError" in failed.json()["error"]["message"]
-            for index in range(3):
-                assert (await workload.send(client, index)).status_code == 200
+            solo = await expected_answers(client)
+            failures["left"] = 1  # the next model call, whichever batch it serves
+            requests = (workload.send(client, i) for i in range(workload.DISTINCT_REQUESTS))
+            responses = await asyncio.gather(*requests)
             assert (await client.get("/health/ready")).status_code == 200
+            assert (await workload.send(client, 0)).status_code == 200
+            return solo, list(responses)
 
-    run_async(scenario())
+    solo, responses = run_async(scenario())
+    failed = [response for response in responses if response.status_code == 500]
+    assert 1 <= len(failed) <= concurrent, [response.status_code for response in responses]
+    for response in failed:
+        assert response.json()["error"]["code"] == "model_error"
+        assert "RuntimeError" in response.json()["error"]["message"]
+    for index, response in enumerate(responses):
+        if response.status_code != 500:
+            assert response.status_code == 200, response.text
+            assert workload.same_answer(workload.answer_of(response), solo[index]), index
 
 
 def test_a_stalled_model_call_is_bounded_by_the_timeout(model_path: Path) -> None:
