@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,17 @@ def sentences(count: int, seed: int) -> list[str]:
     return [" ".join(rng.choices(VOCABULARY, k=rng.randint(8, 40))) for _ in range(count)]
 
 
+def one_connection_client(url: str, headers: dict[str, str]) -> httpx.AsyncClient:
+    """A client with one keep-alive connection, one per simulated user.
+
+    One pool shared by many concurrent requests costs httpx milliseconds of CPU per
+    request (measured: 11 ms at 64 connections against 1.6 ms at 4), on the cores the
+    service also runs on; per-user clients keep the load generator cheap and honest.
+    """
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(base_url=url, timeout=60, limits=limits, headers=headers)
+
+
 async def one_level(
     url: str, concurrency: int, duration_s: float, inputs_per_request: int, headers: dict[str, str]
 ) -> dict[str, Any]:
@@ -65,12 +76,15 @@ async def one_level(
     latencies: list[float] = []
     errors: dict[str, int] = {}
     pool = sentences(512, seed=concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    client = httpx.AsyncClient(base_url=url, timeout=60, limits=limits, headers=headers)
-    async with client:
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(one_connection_client(url, headers))
+            for _ in range(concurrency)
+        ]
 
         async def worker(index: int, deadline: float, record: bool) -> None:
             nonlocal errors
+            client = clients[index]
             sent = 0
             while time.perf_counter() < deadline:
                 start = (index * 97 + sent * inputs_per_request) % len(pool)

@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,16 +127,25 @@ async def one_request(
 
 async def run_level(url: str, mode: str, concurrency: int, requests: int, max_tokens: int) -> Level:
     level = Level(mode, concurrency)
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
-        model = (await client.get("/v1/models")).json()["data"][0]["id"]
-        await one_request(client, model, 0, 4, Level(mode, 1))  # connection and caches warm
+    async with AsyncExitStack() as stack:
+        # one client (one keep-alive connection) per stream: a pool shared by many
+        # concurrent requests costs httpx milliseconds of CPU each, on the service's cores
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=url, timeout=600, limits=limits)
+            )
+            for _ in range(concurrency)
+        ]
+        model = (await clients[0].get("/v1/models")).json()["data"][0]["id"]
+        for client in clients:  # connections and caches warm
+            await one_request(client, model, 0, 4, Level(mode, 1))
         counter = iter(range(requests))
 
         async def stream(number: int) -> None:
             await asyncio.sleep(number * STAGGER_S)
             for index in counter:
-                await one_request(client, model, index, max_tokens, level)
+                await one_request(clients[number], model, index, max_tokens, level)
 
         started = time.perf_counter()
         await asyncio.gather(*(stream(n) for n in range(concurrency)))
