@@ -141,11 +141,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if first.get("type") == "json_invalid":  # its location is a character offset, not a field
         reason = first.get("ctx", {}).get("error", first["msg"])
         offset = first["loc"][-1]
-        message = f"the body is not valid JSON: {reason} (at character {offset})"
-        return error_response(InvalidInput(message, code="json_invalid"))
+        return error_response(_invalid_json(f"{reason} (at character {offset})"))
     param = _field_name(tuple(first.get("loc", ())))
     message = f"{param}: {first['msg']}" if param else str(first["msg"])
     return error_response(InvalidInput(message, param=param))
+
+
+def _invalid_json(reason: str) -> InvalidInput:
+    return InvalidInput(f"the body is not valid JSON: {reason}", code="json_invalid")
 
 
 def _unreadable_body(cause: BaseException) -> ServiceError:
@@ -157,8 +160,8 @@ def _unreadable_body(cause: BaseException) -> ServiceError:
     elif isinstance(cause, RecursionError):
         reason = "it is nested too deeply"
     else:
-        reason = f"{type(cause).__name__}"
-    return InvalidInput(f"the body is not valid JSON: {reason}", code="json_invalid")
+        reason = type(cause).__name__
+    return _invalid_json(reason)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
