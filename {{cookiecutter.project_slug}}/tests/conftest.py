@@ -106,6 +106,9 @@ def live_server(app: FastAPI) -> Iterator[str]:
         thread.join(timeout=30)
 
 
+JSON_HEADERS = {"content-type": "application/json"}
+
+
 @dataclass(frozen=True)
 class Hostile:
     """A hostile request, the status it must get and the field its error must name."""

@@ -23,10 +23,9 @@ import pytest
 from {{ cookiecutter.package_name }}.main import create_app
 
 from . import workload_requests as workload
-from .conftest import Hostile, make_settings, run_async, running_app
+from .conftest import JSON_HEADERS, Hostile, make_settings, run_async, running_app
 
 MAX_BODY_BYTES = 256 * 1024
-JSON = {"content-type": "application/json"}
 
 
 async def streamed_body(size: int) -> AsyncIterator[bytes]:
@@ -40,16 +39,23 @@ def generic_requests() -> dict[str, Hostile]:
     nested = b"[" * 100_000 + b"]" * 100_000
     return {
         "body-over-the-limit": Hostile(
-            route, {"content": b" " * (MAX_BODY_BYTES + 1), "headers": JSON}, 413, "bytes"
+            route, {"content": b" " * (MAX_BODY_BYTES + 1), "headers": JSON_HEADERS}, 413, "bytes"
         ),
         "streamed-body-over-the-limit": Hostile(
-            route, {"content": streamed_body(2 * MAX_BODY_BYTES), "headers": JSON}, 413, "bytes"
+            route,
+            {"content": streamed_body(2 * MAX_BODY_BYTES), "headers": JSON_HEADERS},
+            413,
+            "bytes",
         ),
         "invalid-utf-8": Hostile(
-            route, {"content": b'{"x": "\xff\xfe"}', "headers": JSON}, 400, "JSON"
+            route, {"content": b'{"x": "\xff\xfe"}', "headers": JSON_HEADERS}, 400, "JSON"
         ),
-        "deeply-nested-json": Hostile(route, {"content": nested, "headers": JSON}, 400, "JSON"),
-        "truncated-json": Hostile(route, {"content": b'{"model": ', "headers": JSON}, 400, "JSON"),
+        "deeply-nested-json": Hostile(
+            route, {"content": nested, "headers": JSON_HEADERS}, 400, "JSON"
+        ),
+        "truncated-json": Hostile(
+            route, {"content": b'{"model": ', "headers": JSON_HEADERS}, 400, "JSON"
+        ),
     }
 
 

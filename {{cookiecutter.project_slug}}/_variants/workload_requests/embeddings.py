@@ -13,7 +13,7 @@ import numpy as np
 
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from .conftest import Hostile
+from .conftest import JSON_HEADERS, Hostile
 
 DISTINCT_REQUESTS = 12
 # The Model methods that run the network: the tests slow them down or make them fail.
@@ -23,7 +23,6 @@ SLOW_CALL_S = 0.4
 ROUTE = "/v1/embeddings"
 # The JSON route the generic hostile-input tests aim at.
 JSON_ROUTE = ROUTE
-JSON = {"content-type": "application/json"}
 
 _MODEL = Settings(_env_file=None).model_name
 _TEXTS = [
@@ -72,7 +71,7 @@ def hostile_requests() -> dict[str, Hostile]:
         "token-arrays": Hostile(ROUTE, {"json": {"input": [[1, 2, 3]]}}, 400, "input"),
         "lone-surrogate": Hostile(
             ROUTE,
-            {"content": b'{"input": "\\ud800"}', "headers": JSON},
+            {"content": b'{"input": "\\ud800"}', "headers": JSON_HEADERS},
             400,
             "input",
         ),

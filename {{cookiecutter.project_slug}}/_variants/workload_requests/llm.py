@@ -15,7 +15,7 @@ import httpx
 
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from .conftest import Hostile
+from .conftest import JSON_HEADERS, Hostile
 
 DISTINCT_REQUESTS = 12
 # The Model methods that run the network: the tests slow them down or make them fail.
@@ -26,7 +26,6 @@ MAX_TOKENS = 6
 ROUTE = "/v1/completions"
 # The JSON route the generic hostile-input tests aim at.
 JSON_ROUTE = ROUTE
-JSON = {"content-type": "application/json"}
 
 _MODEL = Settings(_env_file=None).model_name
 
@@ -86,7 +85,7 @@ def hostile_requests() -> dict[str, Hostile]:
         ),
         "nan-temperature": Hostile(
             ROUTE,
-            {"content": json.dumps({**base, "temperature": math.nan}), "headers": JSON},
+            {"content": json.dumps({**base, "temperature": math.nan}), "headers": JSON_HEADERS},
             400,
             "temperature",
         ),

@@ -15,7 +15,7 @@ import numpy as np
 
 from {{ cookiecutter.package_name }}.settings import Settings
 
-from .conftest import Hostile
+from .conftest import JSON_HEADERS, Hostile
 
 DISTINCT_REQUESTS = 12
 # The Model methods that run the network: the tests slow them down or make them fail.
@@ -25,7 +25,6 @@ SLOW_CALL_S = 0.4
 ROUTE = "/v1/audio/speech"
 # The JSON route the generic hostile-input tests aim at.
 JSON_ROUTE = ROUTE
-JSON = {"content-type": "application/json"}
 
 _MODEL = Settings(_env_file=None).model_name
 _VOICES = ["alloy", "ash", "coral", "echo", "nova", "onyx"]
@@ -80,7 +79,7 @@ def hostile_requests() -> dict[str, Hostile]:
         "absurd-speed": Hostile(ROUTE, {"json": {**base, "speed": 1e308}}, 400, "speed"),
         "nan-speed": Hostile(
             ROUTE,
-            {"content": json.dumps({**base, "speed": math.nan}), "headers": JSON},
+            {"content": json.dumps({**base, "speed": math.nan}), "headers": JSON_HEADERS},
             400,
             "speed",
         ),
