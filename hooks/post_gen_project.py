@@ -38,7 +38,6 @@ PACKAGE = f"src/{OPTIONS['package_name']}"
 # destination -> variant file (formatted with the options); every combination has one
 VARIANTS: dict[str, str] = {
     f"{PACKAGE}/model.py": "_variants/model/{workload}_{backend}.py",
-    f"{PACKAGE}/workload.py": "_variants/workload/{workload}.py",
     "scripts/make_demo_model.py": "_variants/demo_model/{workload}_{backend}.py",
     # how the workload-agnostic resilience and hostile-input tests make this workload's requests
     "tests/workload_requests.py": "_variants/workload_requests/{workload}.py",
@@ -51,65 +50,58 @@ OPTIONAL_VARIANTS: dict[str, str] = {
     "scripts/export_minilm_onnx.py": "_variants/export/{workload}_{backend}.py",
 }
 
+# shared serving pieces that only some workloads use
+BATCHING = [f"{PACKAGE}/serving/batcher.py", f"{PACKAGE}/serving/batch_service.py"]
+OPENAI_MODELS = f"{PACKAGE}/serving/openai_models.py"  # GET /v1/models of the OpenAI workloads
+
 # option -> value -> paths that exist only for that value
 OWNED_BY: dict[str, dict[str, list[str]]] = {
     "workload": {
+        # each workload's package (routes, protocol, scheduling, codecs) and its tests;
+        # the dynamic batcher serves every workload but llm (continuous batching instead)
         "vision": [
-            f"{PACKAGE}/api/classify.py",
-            f"{PACKAGE}/api/v2.py",
-            f"{PACKAGE}/runtime/arrays.py",
-            f"{PACKAGE}/runtime/images.py",
+            f"{PACKAGE}/vision",
+            *BATCHING,
             "tests/images.py",
             "tests/test_batcher.py",  # drives the batcher through /v1/classify
             "tests/test_classify.py",
             "tests/test_v2.py",
         ],
         "llm": [
-            f"{PACKAGE}/api/openai_completions.py",
-            f"{PACKAGE}/api/openai_models.py",
-            f"{PACKAGE}/api/openai_schemas.py",
-            f"{PACKAGE}/runtime/generation.py",
-            f"{PACKAGE}/runtime/kv_cache.py",
-            f"{PACKAGE}/runtime/sampling.py",
-            f"{PACKAGE}/runtime/scheduler.py",
-            f"{PACKAGE}/runtime/text_stream.py",
-            f"{PACKAGE}/runtime/tokenizer.py",
+            f"{PACKAGE}/llm",
+            OPENAI_MODELS,
             "tests/llm_support.py",
             "tests/test_llm_api.py",
             "tests/test_llm_model.py",
             "tests/test_scheduler.py",
             "tests/test_text.py",
-            # with backend=torch only (listed there too)
-            f"{PACKAGE}/runtime/hf_causal_lm.py",
-            "tests/test_hf_model.py",
+            "tests/test_hf_model.py",  # with backend=torch only (listed there too)
         ],
         "embeddings": [
-            f"{PACKAGE}/api/embeddings.py",
-            f"{PACKAGE}/api/openai_models.py",
-            f"{PACKAGE}/runtime/tokens.py",
+            f"{PACKAGE}/embeddings",
+            *BATCHING,
+            OPENAI_MODELS,
             "tests/test_embeddings.py",
             "tests/test_embeddings_batching.py",
             "tests/test_embeddings_real_model.py",
         ],
         "tts": [
-            f"{PACKAGE}/api/openai_models.py",
-            f"{PACKAGE}/api/speech.py",
-            f"{PACKAGE}/runtime/audio.py",
-            f"{PACKAGE}/runtime/chunk_stream.py",
-            f"{PACKAGE}/runtime/text_chunks.py",
+            f"{PACKAGE}/tts",
+            *BATCHING,
+            OPENAI_MODELS,
             "tests/test_speech.py",
             "tests/test_speech_model.py",
         ],
     },
     "backend": {
         "onnxruntime": [
-            f"{PACKAGE}/runtime/onnxruntime_backend.py",
+            f"{PACKAGE}/serving/onnxruntime_backend.py",
             "tests/test_device_onnxruntime.py",
         ],
         "torch": [
-            f"{PACKAGE}/runtime/torch_backend.py",
+            f"{PACKAGE}/serving/torch_backend.py",
             "tests/test_device_torch.py",
-            f"{PACKAGE}/runtime/hf_causal_lm.py",  # with workload=llm only
+            f"{PACKAGE}/llm/hf_causal_lm.py",  # with workload=llm only
             "tests/test_hf_model.py",
         ],
     },

@@ -18,24 +18,20 @@ COMMON = {
     f"{PACKAGE}/__init__.py",
     f"{PACKAGE}/__main__.py",
     f"{PACKAGE}/healthcheck.py",
-    f"{PACKAGE}/api/__init__.py",
-    f"{PACKAGE}/api/bench.py",
-    f"{PACKAGE}/api/deps.py",
-    f"{PACKAGE}/api/health.py",
-    f"{PACKAGE}/api/responses.py",
+    f"{PACKAGE}/serving/deps.py",
+    f"{PACKAGE}/serving/health.py",
+    f"{PACKAGE}/serving/responses.py",
     f"{PACKAGE}/logging_config.py",
     f"{PACKAGE}/main.py",
-    f"{PACKAGE}/middleware.py",
+    f"{PACKAGE}/serving/middleware.py",
     f"{PACKAGE}/model.py",
-    f"{PACKAGE}/runtime/__init__.py",
-    f"{PACKAGE}/runtime/batcher.py",
-    f"{PACKAGE}/runtime/device.py",
-    f"{PACKAGE}/runtime/errors.py",
-    f"{PACKAGE}/runtime/oom.py",
-    f"{PACKAGE}/runtime/service.py",
-    f"{PACKAGE}/runtime/warmup.py",
+    f"{PACKAGE}/serving/device.py",
+    f"{PACKAGE}/serving/__init__.py",
+    f"{PACKAGE}/serving/errors.py",
+    f"{PACKAGE}/serving/lifecycle.py",
+    f"{PACKAGE}/serving/oom.py",
+    f"{PACKAGE}/serving/warmup.py",
     f"{PACKAGE}/settings.py",
-    f"{PACKAGE}/workload.py",
     "tests/__init__.py",
     "tests/conftest.py",
     "tests/test_auth.py",
@@ -48,56 +44,61 @@ COMMON = {
     "tests/workload_requests.py",
 }
 
+BATCHING = {f"{PACKAGE}/serving/batcher.py", f"{PACKAGE}/serving/batch_service.py"}
+
+
+def workload_package(name: str, *modules: str) -> set[str]:
+    return {f"{PACKAGE}/{name}/{module}.py" for module in ("__init__", "service", *modules)}
+
+
 BY_OPTION: dict[tuple[str, str], set[str]] = {
-    ("workload", "vision"): {
-        f"{PACKAGE}/api/classify.py",
-        f"{PACKAGE}/api/v2.py",
-        f"{PACKAGE}/runtime/arrays.py",
-        f"{PACKAGE}/runtime/images.py",
+    ("workload", "vision"): workload_package("vision", "arrays", "classify", "images", "v2")
+    | BATCHING
+    | {
         "tests/images.py",
         "tests/test_batcher.py",  # drives the batcher through /v1/classify
         "tests/test_classify.py",
         "tests/test_v2.py",
     },
-    ("workload", "llm"): {
-        f"{PACKAGE}/api/openai_completions.py",
-        f"{PACKAGE}/api/openai_models.py",
-        f"{PACKAGE}/api/openai_schemas.py",
-        f"{PACKAGE}/runtime/generation.py",
-        f"{PACKAGE}/runtime/kv_cache.py",
-        f"{PACKAGE}/runtime/sampling.py",
-        f"{PACKAGE}/runtime/scheduler.py",
-        f"{PACKAGE}/runtime/text_stream.py",
-        f"{PACKAGE}/runtime/tokenizer.py",
+    ("workload", "llm"): workload_package(
+        "llm",
+        "generation",
+        "kv_cache",
+        "routes",
+        "sampling",
+        "scheduler",
+        "schemas",
+        "text_stream",
+        "tokenizer",
+    )
+    | {
+        f"{PACKAGE}/serving/openai_models.py",
         "tests/llm_support.py",
         "tests/test_llm_api.py",
         "tests/test_llm_model.py",
         "tests/test_scheduler.py",
         "tests/test_text.py",
     },
-    ("workload", "embeddings"): {
-        f"{PACKAGE}/api/embeddings.py",
-        f"{PACKAGE}/api/openai_models.py",
-        f"{PACKAGE}/runtime/tokens.py",
-        "scripts/bench.py",
+    ("workload", "embeddings"): workload_package("embeddings", "routes", "tokens")
+    | BATCHING
+    | {
+        f"{PACKAGE}/serving/openai_models.py",
         "tests/test_embeddings.py",
         "tests/test_embeddings_batching.py",
         "tests/test_embeddings_real_model.py",
     },
-    ("workload", "tts"): {
-        f"{PACKAGE}/api/openai_models.py",
-        f"{PACKAGE}/api/speech.py",
-        f"{PACKAGE}/runtime/audio.py",
-        f"{PACKAGE}/runtime/chunk_stream.py",
-        f"{PACKAGE}/runtime/text_chunks.py",
+    ("workload", "tts"): workload_package("tts", "audio", "chunk_stream", "routes", "text_chunks")
+    | BATCHING
+    | {
+        f"{PACKAGE}/serving/openai_models.py",
         "tests/test_speech.py",
         "tests/test_speech_model.py",
     },
     ("backend", "onnxruntime"): {
-        f"{PACKAGE}/runtime/onnxruntime_backend.py",
+        f"{PACKAGE}/serving/onnxruntime_backend.py",
         "tests/test_device_onnxruntime.py",
     },
-    ("backend", "torch"): {f"{PACKAGE}/runtime/torch_backend.py", "tests/test_device_torch.py"},
+    ("backend", "torch"): {f"{PACKAGE}/serving/torch_backend.py", "tests/test_device_torch.py"},
     ("monitoring", "prometheus"): {
         f"{PACKAGE}/metrics.py",
         "tests/test_metrics.py",
@@ -125,7 +126,7 @@ BY_COMBINATION: list[tuple[dict[str, str], set[str]]] = [
     ),
     (
         {"workload": "llm", "backend": "torch"},
-        {f"{PACKAGE}/runtime/hf_causal_lm.py", "tests/test_hf_model.py"},
+        {f"{PACKAGE}/llm/hf_causal_lm.py", "tests/test_hf_model.py"},
     ),
     ({"workload": "embeddings", "backend": "onnxruntime"}, {"scripts/export_minilm_onnx.py"}),
 ]

@@ -4,7 +4,7 @@
   renders from the Settings classes of freshly baked projects;
 - every guide chapter exists, is in the mkdocs nav, has real content (at least
   MIN_WORDS words outside code blocks) and points at generated code;
-- every generated module the docs name (`runtime/batcher.py`, `api/v2.py`, ...)
+- every generated module the docs name (`serving/batcher.py`, `vision/v2.py`, ...)
   exists in the template, so renaming a module without fixing the docs fails;
 - the metrics catalogue lists exactly the metrics the template defines.
 
@@ -47,8 +47,10 @@ REFERENCE = [
     "reference/operations.md",
 ]
 CODE_BLOCK = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
-# `runtime/batcher.py`, `api/v2.py`, `main.py`, `scripts/make_demo_model.py`
-MODULE_REFERENCE = re.compile(r"`((?:runtime/|api/|scripts/)?[a-z_]+\.py)`")
+# `serving/batcher.py`, `vision/v2.py`, `main.py`, `scripts/make_demo_model.py`
+MODULE_REFERENCE = re.compile(
+    r"`((?:serving/|vision/|llm/|embeddings/|tts/|scripts/)?[a-z_]+\.py)`"
+)
 
 
 def load_settings_reference() -> ModuleType:

@@ -1,4 +1,13 @@
-"""Fixtures: the demo model built once per session, settings, and clients of the app."""
+"""Fixtures: the model under test, settings, and clients of the app.
+
+The suite has two kinds of tests. Contract tests hold for ANY model that
+satisfies ``model.py``'s contract (results routed to their own requests,
+batching, backpressure, errors, protocols, auth, metrics, drain, hostile
+input). Reference tests, marked ``reference``, pin the demo model's known
+answers. ``make test MODEL_PATH=/path/to/yours`` (``pytest --model-path``)
+runs the contract tests against your model and skips the reference tests,
+saying why; without it the demo model is built and both kinds run.
+"""
 
 from __future__ import annotations
 
@@ -28,9 +37,49 @@ PROJECT = Path(__file__).resolve().parents[1]
 MODEL_FILE = Settings.model_fields["model_path"].default.name
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--model-path",
+        default=os.environ.get("TEST_MODEL_PATH") or None,
+        help="run the contract tests against this model (file or folder) instead of the demo "
+        "model; reference tests are skipped (env: TEST_MODEL_PATH)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "reference: pinned to the demo model's known answers (skipped with --model-path)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    given = config.getoption("--model-path")
+    if not given:
+        return
+    skip = pytest.mark.skip(
+        reason=f"reference test: pinned to the demo model's answers, not run against {given}"
+    )
+    for item in items:
+        if "reference" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    given = config.getoption("--model-path")
+    if given:
+        return f"model under test: {given} (contract tests only; reference tests skipped)"
+    return "model under test: the demo model (scripts/make_demo_model.py)"
+
+
 @pytest.fixture(scope="session")
-def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo model, built by the project's own script (as `make model` does)."""
+def model_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model under test: ``--model-path``, or the demo model built as `make model` does."""
+    given = request.config.getoption("--model-path")
+    if given:
+        path = Path(given).expanduser().resolve()
+        if not path.exists():
+            raise pytest.UsageError(f"--model-path {given}: no such file or folder")
+        return path
     out = tmp_path_factory.mktemp("model") / MODEL_FILE
     env = {
         **os.environ,

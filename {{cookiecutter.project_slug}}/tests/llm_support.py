@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from {{ cookiecutter.package_name }}.runtime.oom import SimulatedOutOfMemory
-from {{ cookiecutter.package_name }}.runtime.tokenizer import ByteTokenizer
+from {{ cookiecutter.package_name }}.llm.tokenizer import ByteTokenizer
+from {{ cookiecutter.package_name }}.serving.oom import SimulatedOutOfMemory
 
 
 def next_token(sequence: list[int]) -> int:

@@ -11,9 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from {{ cookiecutter.package_name }}.api import bench
-from {{ cookiecutter.package_name }}.main import create_app
-from {{ cookiecutter.package_name }}.workload import PROTECTED_ROUTERS
+from {{ cookiecutter.package_name }}.main import create_app, workload
 
 from .conftest import make_settings
 
@@ -29,7 +27,7 @@ def secured(model_path: Path) -> Iterator[TestClient]:
 def protected_get_paths() -> list[str]:
     """A GET route of every protected router (POST routes are covered by their own tests)."""
     paths = []
-    for router in PROTECTED_ROUTERS:
+    for router in workload.PROTECTED_ROUTERS:
         for route in router.routes:
             if "GET" in getattr(route, "methods", set()):
                 # path parameters ({name}, {model}) name the served model
@@ -87,19 +85,17 @@ OPEN_PATHS = {
 
 
 def served_routes(app: FastAPI) -> set[tuple[str, str]]:
-    """(method, path) of every operation in the OpenAPI schema, plus the hidden bench route."""
-    routes = {
+    """(method, path) of every operation in the OpenAPI schema."""
+    return {
         (method.upper(), path)
         for path, operations in app.openapi()["paths"].items()
         for method in operations
     }
-    routes |= {(m, r.path) for r in bench.router.routes for m in getattr(r, "methods", ())}
-    return routes
 
 
 def test_every_other_route_needs_the_key_before_its_body_is_read(model_path: Path) -> None:
     """Every operation the app serves, with a garbage body: 401 before any parsing."""
-    app = create_app(make_settings(model_path, api_key=KEY, bench_endpoint=True))
+    app = create_app(make_settings(model_path, api_key=KEY))
     checked = []
     with TestClient(app) as client:
         for method, template in sorted(served_routes(app)):
@@ -111,7 +107,6 @@ def test_every_other_route_needs_the_key_before_its_body_is_read(model_path: Pat
                 assert response.status_code == 401, (method, path, response.text)
                 checked.append(f"{method} {path}")
     assert any(route.startswith("POST ") for route in checked), checked
-    assert "POST /_bench/read-body" in checked
 
 
 def test_the_key_is_compared_in_constant_time(

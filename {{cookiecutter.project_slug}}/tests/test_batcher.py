@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from {{ cookiecutter.package_name }}.main import create_app
-from {{ cookiecutter.package_name }}.runtime.arrays import run_stacked
-from {{ cookiecutter.package_name }}.runtime.batcher import Batcher, ClientDisconnected
-from {{ cookiecutter.package_name }}.runtime.device import CPU
-from {{ cookiecutter.package_name }}.runtime.errors import (
+from {{ cookiecutter.package_name }}.serving.batch_service import InferenceService, warm_up
+from {{ cookiecutter.package_name }}.serving.batcher import Batcher, ClientDisconnected
+from {{ cookiecutter.package_name }}.serving.device import CPU
+from {{ cookiecutter.package_name }}.serving.errors import (
     InvalidInput,
     ModelFailure,
     NotReady,
@@ -31,10 +31,10 @@ from {{ cookiecutter.package_name }}.runtime.errors import (
     Overloaded,
     RequestTimeout,
 )
-from {{ cookiecutter.package_name }}.runtime.oom import SimulatedOutOfMemory
-from {{ cookiecutter.package_name }}.runtime.service import InferenceService
-from {{ cookiecutter.package_name }}.runtime.warmup import warm_up, warmup_batch_sizes
+from {{ cookiecutter.package_name }}.serving.oom import SimulatedOutOfMemory
+from {{ cookiecutter.package_name }}.serving.warmup import warmup_batch_sizes
 from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.vision.arrays import run_stacked
 
 SAFETY_S = 10  # upper bound on any wait; a correct batcher answers far sooner
 
@@ -506,12 +506,13 @@ def test_ready_only_after_warmup_and_admission_gated_on_it() -> None:
         service: InferenceService[Any] = InferenceService(
             [model],
             run_stacked,
+            example_payload=lambda model, size: model.example_batch(size),
             max_batch_size=4,
             max_wait_s=0,
             max_queue_size=8,
             request_timeout_s=SAFETY_S,
         )
-        starting = asyncio.ensure_future(service.start(model.example_batch))
+        starting = asyncio.ensure_future(service.start())
         while not model.calls:  # warmup has begun and is held on the gate
             await asyncio.sleep(0.001)
         assert not service.readiness.ready

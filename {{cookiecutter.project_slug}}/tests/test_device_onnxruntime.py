@@ -7,8 +7,8 @@ from pathlib import Path
 import onnxruntime as ort
 import pytest
 
-from {{ cookiecutter.package_name }}.runtime import onnxruntime_backend as backend
-from {{ cookiecutter.package_name }}.runtime.device import Device, DeviceUnavailable
+from {{ cookiecutter.package_name }}.serving import onnxruntime_backend as backend
+from {{ cookiecutter.package_name }}.serving.device import Device, DeviceUnavailable
 
 from .conftest import make_settings
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from tokenizers import Tokenizer
 
 from {{ cookiecutter.package_name }}.main import create_app
-from {{ cookiecutter.package_name }}.runtime.errors import StartupFailed
+from {{ cookiecutter.package_name }}.serving.errors import StartupFailed
 
 from .conftest import live_server, make_settings
 

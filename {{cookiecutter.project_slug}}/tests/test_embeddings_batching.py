@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from {{ cookiecutter.package_name }}.embeddings.tokens import chunk, pad, run_embedding_batch
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.model import Model
-from {{ cookiecutter.package_name }}.runtime.batcher import Batcher
-from {{ cookiecutter.package_name }}.runtime.tokens import chunk, pad, run_embedding_batch
+from {{ cookiecutter.package_name }}.serving.batcher import Batcher
 
 from .conftest import make_settings, running_app
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from {{ cookiecutter.package_name }}.llm.kv_cache import cache_length
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.model import Model
-from {{ cookiecutter.package_name }}.runtime.kv_cache import cache_length
-from {{ cookiecutter.package_name }}.runtime.warmup import warmup_batch_sizes
+from {{ cookiecutter.package_name }}.serving.warmup import warmup_batch_sizes
 
 from .conftest import make_settings
 

@@ -31,7 +31,7 @@ from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.model import Model
-from {{ cookiecutter.package_name }}.runtime.errors import StartupFailed
+from {{ cookiecutter.package_name }}.serving.errors import StartupFailed
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
 
 from . import workload_requests as workload

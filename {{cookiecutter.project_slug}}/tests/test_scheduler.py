@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from {{ cookiecutter.package_name }}.runtime.errors import ModelFailure, NotReady, Overloaded, RequestTimeout
-from {{ cookiecutter.package_name }}.runtime.sampling import SamplingParams
-from {{ cookiecutter.package_name }}.runtime.scheduler import Generation, Scheduler
-from {{ cookiecutter.package_name }}.runtime.tokenizer import ByteTokenizer
+from {{ cookiecutter.package_name }}.llm.sampling import SamplingParams
+from {{ cookiecutter.package_name }}.llm.scheduler import Generation, Scheduler
+from {{ cookiecutter.package_name }}.llm.tokenizer import ByteTokenizer
+from {{ cookiecutter.package_name }}.serving.errors import ModelFailure, NotReady, Overloaded, RequestTimeout
 
 from .conftest import run_async
 from .llm_support import FakeModel, greedy_continuation, oom_above, wait_until

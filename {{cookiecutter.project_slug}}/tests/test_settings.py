@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from {{ cookiecutter.package_name }}.runtime.device import Device, DeviceUnavailable, resolve_device
+from {{ cookiecutter.package_name }}.serving.device import Device, DeviceUnavailable, resolve_device
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings
 
 

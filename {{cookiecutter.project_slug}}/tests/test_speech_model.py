@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package_name }} import workload
 from {{ cookiecutter.package_name }}.model import Model
-from {{ cookiecutter.package_name }}.runtime.audio import fit_length, to_pcm16, wav_header
-from {{ cookiecutter.package_name }}.runtime.chunk_stream import ChunkStream
-from {{ cookiecutter.package_name }}.runtime.errors import InvalidInput, NotReady, Overloaded
-from {{ cookiecutter.package_name }}.runtime.service import InferenceService
-from {{ cookiecutter.package_name }}.runtime.text_chunks import chunk_limit, split_text
+from {{ cookiecutter.package_name }}.serving.batch_service import InferenceService
+from {{ cookiecutter.package_name }}.serving.errors import InvalidInput, NotReady, Overloaded
+from {{ cookiecutter.package_name }}.tts import service as workload
+from {{ cookiecutter.package_name }}.tts.audio import fit_length, to_pcm16, wav_header
+from {{ cookiecutter.package_name }}.tts.chunk_stream import ChunkStream
+from {{ cookiecutter.package_name }}.tts.text_chunks import chunk_limit, split_text
 
 from .conftest import make_settings, run_async
 
@@ -157,6 +157,7 @@ def _echo_service(max_queue_size: int, gate: threading.Semaphore | None = None) 
     return InferenceService(
         [object()],
         run_batch,
+        example_payload=lambda _model, size: [None] * size,
         max_batch_size=1,
         max_wait_s=0.0,
         max_queue_size=max_queue_size,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package_name }}.runtime.sampling import SamplingParams, new_rng, sample
-from {{ cookiecutter.package_name }}.runtime.text_stream import TextStream
-from {{ cookiecutter.package_name }}.runtime.tokenizer import ByteTokenizer
+from {{ cookiecutter.package_name }}.llm.sampling import SamplingParams, new_rng, sample
+from {{ cookiecutter.package_name }}.llm.text_stream import TextStream
+from {{ cookiecutter.package_name }}.llm.tokenizer import ByteTokenizer
 
 TOKENIZER = ByteTokenizer()
 TEXTS = [

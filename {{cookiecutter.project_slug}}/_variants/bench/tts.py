@@ -50,9 +50,9 @@ if str(ROOT / "src") not in sys.path:  # run from a checkout without `make insta
     sys.path.insert(0, str(ROOT / "src"))
 
 from {{ cookiecutter.package_name }}.model import Model  # noqa: E402
-from {{ cookiecutter.package_name }}.runtime.text_chunks import split_text  # noqa: E402
-from {{ cookiecutter.package_name }}.runtime.warmup import warmup_batch_sizes  # noqa: E402
+from {{ cookiecutter.package_name }}.serving.warmup import warmup_batch_sizes  # noqa: E402
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings  # noqa: E402
+from {{ cookiecutter.package_name }}.tts.text_chunks import split_text  # noqa: E402
 
 PACKAGE = "{{ cookiecutter.package_name }}"
 ROUTE = "/v1/audio/speech"

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime.device import Device
-from .runtime.onnxruntime_backend import create_session
-from .runtime.tokens import Tokens, load_tokenizer, pad, token_limit, tokenize
+from .embeddings.tokens import Tokens, load_tokenizer, pad, token_limit, tokenize
+from .serving.device import Device
+from .serving.onnxruntime_backend import create_session
 from .settings import Settings
 
 OUTPUT = "last_hidden_state"

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .runtime.device import Device
-from .runtime.tokens import Tokens, load_tokenizer, pad, token_limit, tokenize
-from .runtime.torch_backend import compute_dtype, load_weights, require_weights, select_device
+from .embeddings.tokens import Tokens, load_tokenizer, pad, token_limit, tokenize
+from .serving.device import Device
+from .serving.torch_backend import compute_dtype, load_weights, require_weights, select_device
 from .settings import Settings
 
 PAD_ID = 0  # any valid id: padded positions are masked out

@@ -4,7 +4,7 @@ The service reads only what this module defines:
 
 - ``Model(settings)`` and ``Model.load()``: open the model once at start-up;
 - ``tokenizer``: text <-> token ids and the chat template (the contract is in
-  ``runtime/tokenizer.py``), and ``context_length``: the most tokens, prompt
+  ``llm/tokenizer.py``), and ``context_length``: the most tokens, prompt
   plus completion, one sequence may hold;
 - ``Model.prefill(prompts)``: whole prompts (lists of token ids) -> next-token
   logits ``(batch, vocab)`` and one KV cache per prompt;
@@ -13,7 +13,7 @@ The service reads only what this module defines:
 
 Both run in the generation engine's thread, never on the event loop. A decode
 batch holds whichever sequences are running, so caches of different lengths
-arrive together: ``runtime/kv_cache.py`` left-pads them into one batch and
+arrive together: ``llm/kv_cache.py`` left-pads them into one batch and
 splits the result.
 
 The demo is two ONNX graphs built by ``scripts/make_demo_model.py``:
@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime.device import Device
-from .runtime.kv_cache import (
+from .llm.kv_cache import (
     SequenceKV,
     cache_length,
     decode_inputs,
@@ -42,8 +41,9 @@ from .runtime.kv_cache import (
     split_caches,
     stack_caches,
 )
-from .runtime.onnxruntime_backend import create_session
-from .runtime.tokenizer import ByteTokenizer
+from .llm.tokenizer import ByteTokenizer
+from .serving.device import Device
+from .serving.onnxruntime_backend import create_session
 from .settings import Settings
 
 PREFILL_FILE = "prefill.onnx"  # beside MODEL_PATH

@@ -5,7 +5,7 @@ The service reads only what this module defines:
 - ``Model(settings)`` and ``Model.load()``: build the network and load its
   weights once at start-up (safetensors only: pickled checkpoints are refused);
 - ``tokenizer``: text <-> token ids and the chat template (the contract is in
-  ``runtime/tokenizer.py``), and ``context_length``: the most tokens, prompt
+  ``llm/tokenizer.py``), and ``context_length``: the most tokens, prompt
   plus completion, one sequence may hold;
 - ``Model.prefill(prompts)``: whole prompts (lists of token ids) -> next-token
   logits ``(batch, vocab)`` and one KV cache per prompt;
@@ -14,13 +14,13 @@ The service reads only what this module defines:
 
 Both run in the generation engine's thread, never on the event loop. A decode
 batch holds whichever sequences are running, so caches of different lengths
-arrive together: ``runtime/kv_cache.py`` left-pads them into one batch and
+arrive together: ``llm/kv_cache.py`` left-pads them into one batch and
 splits the result, on the model's device.
 
 MODEL_PATH is either the demo's ``.safetensors`` weights for ``DemoLM`` below
 (built by ``scripts/make_demo_model.py``), or a local Hugging Face causal-LM
 folder (``config.json``, safetensors weights, tokenizer files), loaded by
-``runtime/hf_causal_lm.py`` with transformers (``pip install ".[hf]"``):
+``llm/hf_causal_lm.py`` with transformers (``pip install ".[hf]"``):
 local files only, never remote code. To serve another architecture, replace
 ``DemoLM`` with your network: ``forward(input_ids, attention_mask,
 position_ids, past)`` returning the last position's logits and each layer's
@@ -34,8 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .runtime.device import Device
-from .runtime.kv_cache import (
+from .llm.kv_cache import (
     SequenceKV,
     cache_length,
     decode_inputs,
@@ -43,11 +42,12 @@ from .runtime.kv_cache import (
     split_caches,
     stack_caches,
 )
-from .runtime.tokenizer import ByteTokenizer, Tokenizer
-from .runtime.torch_backend import compute_dtype, load_weights, select_device
+from .llm.tokenizer import ByteTokenizer, Tokenizer
+from .serving.device import Device
+from .serving.torch_backend import compute_dtype, load_weights, select_device
 from .settings import Settings
 
-VOCAB = 259  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|> (runtime/tokenizer.py)
+VOCAB = 259  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|> (llm/tokenizer.py)
 CONTEXT = 256
 DIM = 512
 LAYERS = 4
@@ -137,7 +137,7 @@ class Model:
         if self.settings.intra_op_threads:
             torch.set_num_threads(self.settings.intra_op_threads)
         if self.settings.model_path.is_dir():  # a Hugging Face causal-LM folder
-            from .runtime.hf_causal_lm import load_causal_lm
+            from .llm.hf_causal_lm import load_causal_lm
 
             self._net, self.tokenizer, self.context_length = load_causal_lm(
                 self.settings.model_path, self.device, dtype

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .runtime.device import Device
-from .runtime.errors import InvalidInput
-from .runtime.onnxruntime_backend import create_session
+from .serving.device import Device
+from .serving.errors import InvalidInput
+from .serving.onnxruntime_backend import create_session
 from .settings import Settings
 
 PAD_ID = 0

@@ -37,9 +37,9 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from .runtime.device import Device
-from .runtime.errors import InvalidInput
-from .runtime.torch_backend import compute_dtype, load_weights, require_weights, select_device
+from .serving.device import Device
+from .serving.errors import InvalidInput
+from .serving.torch_backend import compute_dtype, load_weights, require_weights, select_device
 from .settings import Settings
 
 PAD_ID = 0

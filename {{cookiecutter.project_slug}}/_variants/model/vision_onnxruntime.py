@@ -21,11 +21,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .runtime.device import Device
-from .runtime.errors import InvalidInput
-from .runtime.images import decode_image
-from .runtime.onnxruntime_backend import create_session
+from .serving.device import Device
+from .serving.errors import InvalidInput
+from .serving.onnxruntime_backend import create_session
 from .settings import Settings
+from .vision.images import decode_image
 
 IMAGE_SIZE = 64
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)

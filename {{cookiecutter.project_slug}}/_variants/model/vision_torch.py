@@ -25,11 +25,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .runtime.device import Device
-from .runtime.errors import InvalidInput
-from .runtime.images import decode_image
-from .runtime.torch_backend import compute_dtype, load_weights, select_device
+from .serving.device import Device
+from .serving.errors import InvalidInput
+from .serving.torch_backend import compute_dtype, load_weights, select_device
 from .settings import Settings
+from .vision.images import decode_image
 
 IMAGE_SIZE = 64
 NUM_CLASSES = 10

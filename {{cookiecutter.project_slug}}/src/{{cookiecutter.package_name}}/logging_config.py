@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from .runtime.errors import StartupFailed
+from .serving.errors import StartupFailed
 from .settings import Settings
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}

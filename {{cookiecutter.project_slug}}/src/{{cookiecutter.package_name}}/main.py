@@ -10,18 +10,25 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from . import __version__, workload
-from .api import bench, health
-from .api.deps import require_api_key
+from . import __version__
+{%- if cookiecutter.workload in ['embeddings', 'llm'] %}
+from .{{ cookiecutter.workload }} import service as workload
+{%- endif %}
 from .logging_config import configure_logging
 {%- if cookiecutter.monitoring == 'prometheus' %}
 from .metrics import ServiceMetrics
 from .metrics import router as metrics_router
 {%- endif %}
-from .middleware import RequestContextMiddleware
 from .model import Model
-from .runtime.errors import StartupFailed, install_error_handlers
+from .serving import health
+from .serving.deps import require_api_key
+from .serving.errors import StartupFailed, install_error_handlers
+from .serving.lifecycle import Service
+from .serving.middleware import RequestContextMiddleware
 from .settings import Settings, get_settings
+{%- if cookiecutter.workload in ['tts', 'vision'] %}
+from .{{ cookiecutter.workload }} import service as workload
+{%- endif %}
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +65,10 @@ def create_app(
             metrics.close()
 {%- endif %}
 
-    async def start_service(app: FastAPI) -> Any:
+    async def start_service(app: FastAPI) -> Service:
         service = await workload.create_service(settings, lambda: model_factory(settings), metrics)
         app.state.service = service  # readiness now says "warming_up"
-        await workload.start_service(service)
+        await service.start()
 {%- if cookiecutter.monitoring == 'prometheus' %}
         metrics.startup_timings(service.load_seconds, service.warmup_seconds)
         metrics.set_ready(True)
@@ -88,8 +95,6 @@ def create_app(
         app.include_router(router)
     for router in workload.PROTECTED_ROUTERS:
         app.include_router(router, dependencies=[Depends(require_api_key)])
-    if settings.bench_endpoint:
-        app.include_router(bench.router, dependencies=[Depends(require_api_key)])
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

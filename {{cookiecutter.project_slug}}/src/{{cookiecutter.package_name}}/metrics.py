@@ -41,7 +41,7 @@ from prometheus_client.registry import Collector
 {% if cookiecutter.device == 'gpu' -%}
 from .gpu_metrics import GpuCollector
 {% endif -%}
-from .runtime.warmup import warmup_batch_sizes
+from .serving.warmup import warmup_batch_sizes
 
 PREFIX = "inference"
 # The workload this service was generated for: picks the histogram buckets and,

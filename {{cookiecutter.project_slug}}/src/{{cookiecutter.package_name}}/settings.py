@@ -268,11 +268,6 @@ class Settings(BaseSettings):
         None,
         description="When set, every route except health needs `Authorization: Bearer <key>`.",
     )
-    bench_endpoint: bool = Field(
-        False,
-        description="Mount `POST /_bench/read-body`, which only reads the body: "
-        "`scripts/bench.py` measures the server's HTTP ceiling with it. Off in production.",
-    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description='Origins allowed by CORS, as a JSON list (`["https://app.example"]`); '

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import (
+from ..serving.errors import (
     InvalidInput,
     ModelFailure,
     NotReady,
@@ -39,7 +39,7 @@ from .errors import (
     RequestTimeout,
     ServiceError,
 )
-from .oom import is_out_of_memory, release_cached_memory
+from ..serving.oom import is_out_of_memory, release_cached_memory
 from .sampling import SamplingParams, new_rng, sample
 from .text_stream import TextStream
 from .tokenizer import Tokenizer

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .device import Device
-from .errors import InvalidInput
+from ..serving.device import Device
+from ..serving.errors import InvalidInput
 from .tokenizer import ChatMessage
 
 logger = logging.getLogger(__name__)

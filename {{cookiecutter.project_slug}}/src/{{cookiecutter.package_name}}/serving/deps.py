@@ -8,16 +8,16 @@ from typing import Any
 
 from fastapi import Request
 
-from ..runtime.errors import NotReady, Unauthorized
-from ..runtime.service import InferenceService
 from ..settings import Settings
+from .errors import NotReady, Unauthorized
+from .lifecycle import Service
 
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-async def get_service(request: Request) -> InferenceService[Any]:
+async def get_service(request: Request) -> Service:
     # async on purpose: FastAPI runs a plain `def` dependency in its thread pool,
     # a thread hop per request for a dictionary lookup
     service = getattr(request.app.state, "service", None)

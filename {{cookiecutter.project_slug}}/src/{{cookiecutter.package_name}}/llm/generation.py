@@ -1,8 +1,9 @@
 """The loaded language model, its scheduler and the readiness state, as one object the routes use.
 
-The counterpart of ``service.InferenceService`` for generation: the same
-readiness and drain contract (health probes and SIGTERM handling use either),
-with a continuous-batching ``Scheduler`` in place of the request batcher.
+The llm workload's ``serving.lifecycle.Service``: the same readiness and drain
+contract as the batching workloads' service (health probes and SIGTERM
+handling use either), with a continuous-batching ``Scheduler`` in place of the
+request batcher.
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Annotated, Protocol
 
+from fastapi import Depends
+
+from ..serving.deps import get_service
+from ..serving.device import Device
+from ..serving.lifecycle import Readiness
+from ..serving.warmup import warmup_batch_sizes
 from ..settings import Settings
-from .device import Device
-from .errors import NotReady
 from .sampling import SamplingParams
 from .scheduler import Generation, GenerationModel, GenerationObserver, Scheduler
-from .service import Readiness
-from .warmup import warmup_batch_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -89,12 +92,7 @@ class GenerationService:
         self.readiness.ready = True
 
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
-        if not self.readiness.serving:
-            raise NotReady(
-                "the service is shutting down"
-                if self.readiness.draining
-                else "the model is not ready"
-            )
+        self.readiness.check()
         return self.scheduler.submit(prompt_ids, params)
 
     async def drain(self, timeout_s: float) -> bool:
@@ -105,6 +103,10 @@ class GenerationService:
             "drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s"
         )
         return finished
+
+
+# What an llm route declares to receive the service.
+GenerationServiceDep = Annotated[GenerationService, Depends(get_service)]
 
 
 def warm_up(model: GenerationModel, max_running: int, context_length: int) -> list[str]:

@@ -8,9 +8,9 @@ from typing import Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from ..runtime.errors import ModelNotFound
 from ..settings import Settings
 from .deps import get_settings
+from .errors import ModelNotFound
 from .responses import ErrorBody
 
 router = APIRouter(tags=["models"])

@@ -111,6 +111,14 @@ class RequestTimeout(ServiceError):
     code = "request_timeout"
 
 
+class ClientClosedRequest(ServiceError):
+    """The client went away; nobody reads this answer (status 499, as nginx logs it)."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 def error_body(
     message: str, error_type: str, code: str, param: str | None = None
 ) -> dict[str, Any]:

@@ -11,15 +11,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from ..runtime.errors import InvalidInput, UnsupportedMediaType
-from ..runtime.service import InferenceService
-from .deps import disconnect_waiter, get_service, get_settings
-from .responses import ERROR_RESPONSES, ErrorBody
+from ..serving.batch_service import BatchingServiceDep
+from ..serving.deps import disconnect_waiter, get_settings
+from ..serving.errors import InvalidInput, UnsupportedMediaType
+from ..serving.responses import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(tags=["classification"])
 
@@ -95,8 +95,8 @@ async def read_image(request: Request) -> bytes:
 )
 async def classify(
     request: Request,
+    service: BatchingServiceDep,
     k: Annotated[int, Query(ge=1, le=100, description="How many labels to return")] = 5,
-    service: InferenceService[Any] = Depends(get_service),
 ) -> ClassifyResponse:
     settings = get_settings(request)
     model = service.model

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .runtime.errors import PayloadTooLarge, error_body
+from .errors import PayloadTooLarge, error_body
 
 logger = logging.getLogger("{{ cookiecutter.package_name }}.access")
 REQUEST_ID_HEADER = b"x-request-id"

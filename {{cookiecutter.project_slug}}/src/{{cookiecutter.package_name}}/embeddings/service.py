@@ -1,4 +1,4 @@
-"""How the text-embeddings workload plugs into the workload-agnostic runtime."""
+"""How the text-embeddings workload plugs into the app: its routers and its service."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from .api import embeddings, openai_models
-from .runtime.batcher import BatchObserver
-from .runtime.service import InferenceService
-from .runtime.tokens import TokenPayload, run_embedding_batch
-from .settings import Settings
+from ..serving import openai_models
+from ..serving.batch_service import InferenceService
+from ..serving.batcher import BatchObserver
+from ..settings import Settings
+from . import routes
+from .tokens import TokenPayload, run_embedding_batch
 
 # Behind the API key when one is set.
-PROTECTED_ROUTERS: list[APIRouter] = [embeddings.router, openai_models.router]
+PROTECTED_ROUTERS: list[APIRouter] = [routes.router, openai_models.router]
 OPEN_ROUTERS: list[APIRouter] = []
 
 
@@ -27,14 +28,10 @@ async def create_service(
         settings,
         model_factory,
         run_embedding_batch,
+        example_payload,
         observer,
         max_batch_cost=settings.max_batch_tokens,
     )
-
-
-async def start_service(service: InferenceService[Any]) -> None:
-    """Warm up every batch size (as long as MAX_BATCH_TOKENS allows), then serve."""
-    await service.start(lambda size: example_payload(service.model, size))
 
 
 def example_payload(model: Any, size: int) -> TokenPayload:

@@ -1,4 +1,4 @@
-"""The loaded model, its batcher and the readiness state, as one object the routes use.
+"""The loaded model instances behind their dynamic batcher: the ``Service`` of batching workloads.
 
 A route serves one inference like this::
 
@@ -17,37 +17,22 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Annotated, Any, Generic, ParamSpec, TypeVar
+
+from fastapi import Depends
 
 from ..settings import Settings
 from .batcher import Admission, Batcher, BatchObserver, ClientDisconnected, RunBatch
-from .errors import NotReady, ServiceError
-from .warmup import warm_up
+from .deps import get_service
+from .errors import ClientClosedRequest
+from .lifecycle import Readiness
+from .warmup import warmup_batch_sizes
 
 logger = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT")
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class ClientClosedRequest(ServiceError):
-    """The client went away; nobody reads this answer (status 499, as nginx logs it)."""
-
-    status_code = 499
-    error_type = "invalid_request_error"
-    code = "client_closed_request"
-
-
-@dataclass
-class Readiness:
-    ready: bool = False
-    draining: bool = False
-
-    @property
-    def serving(self) -> bool:
-        return self.ready and not self.draining
 
 
 def preprocess_threads() -> int:
@@ -65,10 +50,12 @@ class InferenceService(Generic[ModelT]):
         max_wait_s: float,
         max_queue_size: int,
         request_timeout_s: float,
+        example_payload: Callable[[ModelT, int], Any],
         observer: BatchObserver | None = None,
         max_batch_cost: int | None = None,
     ) -> None:
         self.models = list(models)
+        self.example_payload = example_payload
         self.request_timeout_s = request_timeout_s
         self.batcher: Batcher[ModelT] = Batcher(
             run_batch,
@@ -115,6 +102,7 @@ class InferenceService(Generic[ModelT]):
         settings: Settings,
         factory: Callable[[], ModelT],
         run_batch: RunBatch,
+        example_payload: Callable[[ModelT, int], Any],
         observer: BatchObserver | None,
         max_batch_cost: int | None = None,
     ) -> InferenceService[ModelT]:
@@ -123,6 +111,7 @@ class InferenceService(Generic[ModelT]):
             factory,
             settings.model_instances,
             run_batch=run_batch,
+            example_payload=example_payload,
             max_batch_size=settings.max_batch_size,
             max_wait_s=settings.max_batch_wait_s,
             max_queue_size=settings.max_queue_size,
@@ -131,21 +120,20 @@ class InferenceService(Generic[ModelT]):
             max_batch_cost=max_batch_cost,
         )
 
-    async def start(self, example_payload: Callable[[int], Any]) -> None:
+    async def start(self) -> None:
         """Warm up, start the batching workers and report ready."""
         device = getattr(self.model, "device", None)
         # cuDNN autotunes per input shape: on a GPU every batch size is warmed, not a sample
         every_size = bool(getattr(device, "is_cuda", False))
-        self.warmup_seconds = await warm_up(self.batcher, example_payload, every_size=every_size)
+        self.warmup_seconds = await warm_up(
+            self.batcher, lambda size: self.example_payload(self.model, size), every_size=every_size
+        )
         self.batcher.start()
         self.readiness.ready = True
 
     def admit(self) -> Admission:
         """Admit a request before reading its body; 503 at once when full or not serving."""
-        if not self.readiness.serving:
-            raise NotReady(
-                "the service is shutting down" if self.readiness.draining else "not ready"
-            )
+        self.readiness.check()
         return self.batcher.admit()
 
     def submit(
@@ -157,10 +145,8 @@ class InferenceService(Generic[ModelT]):
         is full or the service is not serving); a ``continuation`` (the next part of a
         stream already let in) is queued even when the queue is full or draining.
         """
-        if not continuation and not self.readiness.serving:
-            raise NotReady(
-                "the service is shutting down" if self.readiness.draining else "not ready"
-            )
+        if not continuation:
+            self.readiness.check()
         return self.batcher.submit(payload, size, continuation=continuation)
 
     def stream_opened(self) -> None:
@@ -192,10 +178,8 @@ class InferenceService(Generic[ModelT]):
         disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
         """Batch the payload with others and return its own result (``cost``: see the batcher)."""
-        if admission is None and not self.readiness.serving:
-            raise NotReady(
-                "the service is shutting down" if self.readiness.draining else "not ready"
-            )
+        if admission is None:
+            self.readiness.check()
         try:
             return await self.batcher.infer(
                 payload,
@@ -224,3 +208,34 @@ class InferenceService(Generic[ModelT]):
             "drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s"
         )
         return finished
+
+
+async def warm_up(
+    batcher: Batcher[Any], example_payload: Callable[[int], Any], *, every_size: bool = False
+) -> float:
+    """Run every warmup batch size on every model instance; return the seconds it took."""
+    started = time.perf_counter()
+    sizes = warmup_batch_sizes(batcher.max_batch_size, every_size=every_size)
+    for index in range(batcher.instance_count):
+        for size in sizes:
+            size_started = time.perf_counter()
+            await batcher.run_direct([example_payload(size)], instance_index=index)
+            logger.debug(
+                "warmup: instance %d, batch of %d in %.1f ms",
+                index,
+                size,
+                (time.perf_counter() - size_started) * 1000,
+            )
+    elapsed = time.perf_counter() - started
+    logger.info(
+        "warmup done in %.3f s: batch sizes %s on %d instance(s)",
+        elapsed,
+        sizes if len(sizes) <= 8 else f"1..{sizes[-1]}",
+        batcher.instance_count,
+        extra={"warmup_seconds": round(elapsed, 4), "batch_sizes": sizes},
+    )
+    return elapsed
+
+
+# What a batching workload's route declares to receive the service.
+BatchingServiceDep = Annotated[InferenceService[Any], Depends(get_service)]

@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .errors import RequestTimeout
-from .service import ClientClosedRequest, InferenceService
+from ..serving.batch_service import InferenceService
+from ..serving.errors import ClientClosedRequest, RequestTimeout
 
 
 class ChunkStream:

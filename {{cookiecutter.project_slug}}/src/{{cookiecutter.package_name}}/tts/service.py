@@ -1,4 +1,4 @@
-"""How the text-to-speech workload plugs into the workload-agnostic runtime."""
+"""How the text-to-speech workload plugs into the app: its routers and its service."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from .api import openai_models, speech
-from .runtime.batcher import BatchObserver
-from .runtime.service import InferenceService
-from .settings import Settings
+from ..serving import openai_models
+from ..serving.batch_service import InferenceService
+from ..serving.batcher import BatchObserver
+from ..settings import Settings
+from . import routes
 
 # Behind the API key when one is set.
-PROTECTED_ROUTERS: list[APIRouter] = [speech.router, openai_models.router]
+PROTECTED_ROUTERS: list[APIRouter] = [routes.router, openai_models.router]
 OPEN_ROUTERS: list[APIRouter] = []
 
 
@@ -47,9 +48,6 @@ async def create_service(
 
     Each chunk of a speech stream is one item: chunks of concurrent requests share batches.
     """
-    return await InferenceService.from_settings(settings, model_factory, run_batch, observer)
-
-
-async def start_service(service: InferenceService[Any]) -> None:
-    """Warm up every batch size, then serve."""
-    await service.start(lambda size: example_payload(service.model, size))
+    return await InferenceService.from_settings(
+        settings, model_factory, run_batch, example_payload, observer
+    )

@@ -20,19 +20,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
-from ..runtime.audio import MEDIA_TYPES, fit_length, to_pcm16, wav_header
-from ..runtime.chunk_stream import ChunkStream
-from ..runtime.errors import InvalidInput
-from ..runtime.service import InferenceService
-from ..runtime.text_chunks import chunk_limit, split_text
-from .deps import disconnect_waiter, get_service, get_settings
-from .openai_models import check_model
-from .responses import ERROR_RESPONSES, ErrorBody
+from ..serving.batch_service import BatchingServiceDep
+from ..serving.deps import disconnect_waiter, get_settings
+from ..serving.errors import InvalidInput
+from ..serving.openai_models import check_model
+from ..serving.responses import ERROR_RESPONSES, ErrorBody
+from .audio import MEDIA_TYPES, fit_length, to_pcm16, wav_header
+from .chunk_stream import ChunkStream
+from .text_chunks import chunk_limit, split_text
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["audio"])
@@ -116,7 +116,7 @@ def _check(body: SpeechRequest, request: Request, model: Any) -> str:
     },
 )
 async def create_speech(
-    body: SpeechRequest, request: Request, service: InferenceService[Any] = Depends(get_service)
+    body: SpeechRequest, request: Request, service: BatchingServiceDep
 ) -> Response:
     model = service.model
     voice = _check(body, request, model)

@@ -7,7 +7,7 @@ characters ``<|im_end|>`` gets their bytes), so users cannot forge the chat
 template's markers.
 
 A model with its own vocabulary brings its own tokenizer with the same four
-members (``runtime/hf_causal_lm.py`` wraps a Hugging Face one).
+members (``llm/hf_causal_lm.py`` wraps a Hugging Face one).
 """
 
 from __future__ import annotations

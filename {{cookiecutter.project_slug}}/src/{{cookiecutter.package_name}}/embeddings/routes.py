@@ -17,17 +17,17 @@ from contextlib import ExitStack
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from ..runtime.batcher import Admission
-from ..runtime.errors import InvalidInput
-from ..runtime.service import InferenceService
-from ..runtime.tokens import Tokens, chunk
-from .deps import disconnect_waiter, get_service, get_settings
-from .openai_models import check_model
-from .responses import ERROR_RESPONSES, ErrorBody
+from ..serving.batch_service import BatchingServiceDep, InferenceService
+from ..serving.batcher import Admission
+from ..serving.deps import disconnect_waiter, get_settings
+from ..serving.errors import InvalidInput
+from ..serving.openai_models import check_model
+from ..serving.responses import ERROR_RESPONSES, ErrorBody
+from .tokens import Tokens, chunk
 
 router = APIRouter(tags=["embeddings"])
 
@@ -201,7 +201,7 @@ async def embed_all(
     responses={**ERROR_RESPONSES, 404: {"model": ErrorBody, "description": "Unknown `model`"}},
 )
 async def create_embeddings(
-    body: EmbeddingRequest, request: Request, service: InferenceService[Any] = Depends(get_service)
+    body: EmbeddingRequest, request: Request, service: BatchingServiceDep
 ) -> Response:
     settings = get_settings(request)
     if body.model is not None:

@@ -18,19 +18,19 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..runtime.errors import InvalidInput, ServiceError, error_body
-from ..runtime.generation import GenerationService
-from ..runtime.sampling import SamplingParams
-from ..runtime.scheduler import Generation, GenerationEvent
-from ..runtime.service import ClientClosedRequest
+from ..serving.deps import disconnect_waiter, get_settings
+from ..serving.errors import ClientClosedRequest, InvalidInput, ServiceError, error_body
+from ..serving.openai_models import check_model
+from ..serving.responses import ERROR_RESPONSES, ErrorBody
 from ..settings import Settings
-from .deps import disconnect_waiter, get_service, get_settings
-from .openai_models import check_model
-from .openai_schemas import (
+from .generation import GenerationService, GenerationServiceDep
+from .sampling import SamplingParams
+from .scheduler import Generation, GenerationEvent
+from .schemas import (
     AssistantMessage,
     ChatChoice,
     ChatCompletionRequest,
@@ -41,7 +41,6 @@ from .openai_schemas import (
     GenerationParameters,
     Usage,
 )
-from .responses import ERROR_RESPONSES, ErrorBody
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -59,7 +58,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     responses=RESPONSES,
 )
 async def create_completion(
-    body: CompletionRequest, request: Request, service: GenerationService = Depends(get_service)
+    body: CompletionRequest, request: Request, service: GenerationServiceDep
 ) -> Any:
     settings = get_settings(request)
     check_model(body.model, settings)
@@ -98,7 +97,7 @@ async def create_completion(
     responses=RESPONSES,
 )
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, service: GenerationService = Depends(get_service)
+    body: ChatCompletionRequest, request: Request, service: GenerationServiceDep
 ) -> Any:
     settings = get_settings(request)
     check_model(body.model, settings)

@@ -7,7 +7,7 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from .errors import InvalidInput, PayloadTooLarge
+from ..serving.errors import InvalidInput, PayloadTooLarge
 
 ACCEPTED_FORMATS = ("JPEG", "PNG")
 

@@ -13,17 +13,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from .. import __version__
-from ..runtime.errors import InvalidInput, ModelNotFound, ServiceError
-from ..runtime.service import InferenceService
-from .deps import disconnect_waiter, get_service, get_settings
-from .health import readiness_response
+from ..serving.batch_service import BatchingServiceDep
+from ..serving.deps import disconnect_waiter, get_settings
+from ..serving.errors import InvalidInput, ModelNotFound, ServiceError
+from ..serving.health import readiness_response
 
 HEADER_LENGTH = "inference-header-content-length"
 DATATYPES: dict[str, np.dtype[Any]] = {
@@ -148,7 +148,7 @@ async def server_metadata(request: Request) -> dict[str, Any]:
 
 @router.get("/models/{name}", summary="Model metadata", responses=MODEL_ERRORS)
 async def model_metadata(
-    name: str, request: Request, service: InferenceService[Any] = Depends(get_service)
+    name: str, request: Request, service: BatchingServiceDep
 ) -> dict[str, Any]:
     _check_model(request, name)
     model = service.model
@@ -323,9 +323,7 @@ def encode_response(
     responses=_errors(400, 401, 404, 413, 500, 503, 504),
     openapi_extra=INFER_REQUEST_SCHEMA,
 )
-async def infer(
-    name: str, request: Request, service: InferenceService[Any] = Depends(get_service)
-) -> Response:
+async def infer(name: str, request: Request, service: BatchingServiceDep) -> Response:
     _check_model(request, name)
     model = service.model
     with service.admit() as admission:  # a full queue answers 503 before the body is read

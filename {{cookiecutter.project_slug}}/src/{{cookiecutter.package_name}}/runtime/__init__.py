@@ -1,1 +1,0 @@
-"""Workload-agnostic serving machinery: devices, batching, warmup, errors, lifecycle."""
