@@ -111,6 +111,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
     "monitoring": {
         "prometheus": [
             f"{PACKAGE}/metrics.py",
+            f"{PACKAGE}/llm/metrics.py",  # with workload=llm only
             f"{PACKAGE}/gpu_metrics.py",
             "tests/test_metrics.py",
             "tests/test_gpu_metrics.py",

@@ -87,7 +87,9 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_embeddings_batching.py",
         "tests/test_embeddings_real_model.py",
     },
-    ("workload", "tts"): workload_package("tts", "audio", "chunk_stream", "routes", "text_chunks")
+    ("workload", "tts"): workload_package(
+        "tts", "audio", "chunk_stream", "routes", "speech_service", "text_chunks"
+    )
     | BATCHING
     | {
         f"{PACKAGE}/serving/openai_models.py",
@@ -129,6 +131,7 @@ BY_COMBINATION: list[tuple[dict[str, str], set[str]]] = [
         {f"{PACKAGE}/llm/hf_causal_lm.py", "tests/test_hf_model.py"},
     ),
     ({"workload": "embeddings", "backend": "onnxruntime"}, {"scripts/export_minilm_onnx.py"}),
+    ({"workload": "llm", "monitoring": "prometheus"}, {f"{PACKAGE}/llm/metrics.py"}),
 ]
 
 

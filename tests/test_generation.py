@@ -2,7 +2,8 @@
 
 For each combination: the bake succeeds, no template markup is left, exactly the
 expected files exist, ruff check and ruff format --check pass, everything
-compiles, and the generated project's own test suite passes (in this
+compiles, the dead-code scan (tests/dead_code.py) finds nothing, and the generated
+project's own test suite passes (in this
 environment, with the project's ``src`` on the path: gpu builds run on the CPU).
 """
 
@@ -16,6 +17,7 @@ import pytest
 
 from .combinations import DEFAULTS, OPTIONS, all_combinations, combination_id
 from .conftest import assert_ok, run
+from .dead_code import dead_code
 from .expected_files import expected_files
 
 COMBINATIONS = all_combinations()
@@ -74,6 +76,8 @@ def test_bakes_cleanly(bake, combination: dict[str, str]) -> None:
         run([sys.executable, "-m", "compileall", "-q", "src", "tests", "scripts"], project),
         "compileall",
     )
+    findings = dead_code(project)
+    assert not findings, "dead code:\n" + "\n".join(findings)
 
 
 # Options that only add deployment files: the generated suite of a combination that

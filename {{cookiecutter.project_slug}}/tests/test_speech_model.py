@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from {{ cookiecutter.package_name }}.model import Model
-from {{ cookiecutter.package_name }}.serving.batch_service import InferenceService
 from {{ cookiecutter.package_name }}.serving.errors import InvalidInput, NotReady, Overloaded
 from {{ cookiecutter.package_name }}.tts import service as workload
 from {{ cookiecutter.package_name }}.tts.audio import fit_length, to_pcm16, wav_header
 from {{ cookiecutter.package_name }}.tts.chunk_stream import ChunkStream
+from {{ cookiecutter.package_name }}.tts.speech_service import SpeechService
 from {{ cookiecutter.package_name }}.tts.text_chunks import chunk_limit, split_text
 
 from .conftest import make_settings, run_async
@@ -146,7 +146,7 @@ def test_fit_length_pads_or_trims() -> None:
     assert fit_length(audio, 12).tolist() == [1.0] * 10 + [0.0] * 2
 
 
-def _echo_service(max_queue_size: int, gate: threading.Semaphore | None = None) -> InferenceService:
+def _echo_service(max_queue_size: int, gate: threading.Semaphore | None = None) -> SpeechService:
     """A service whose 'model' echoes payloads; ``gate`` (if any) admits one call per release."""
 
     def run_batch(_model: object, payloads: list[object]) -> list[object]:
@@ -154,7 +154,7 @@ def _echo_service(max_queue_size: int, gate: threading.Semaphore | None = None) 
             assert gate.acquire(timeout=10), "held at the gate for 10 s"
         return payloads
 
-    return InferenceService(
+    return SpeechService(
         [object()],
         run_batch,
         example_payload=lambda _model, size: [None] * size,

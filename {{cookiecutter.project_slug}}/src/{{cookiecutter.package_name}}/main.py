@@ -14,9 +14,14 @@ from . import __version__
 {%- if cookiecutter.workload in ['embeddings', 'llm'] %}
 from .{{ cookiecutter.workload }} import service as workload
 {%- endif %}
+{%- if cookiecutter.workload == 'llm' and cookiecutter.monitoring == 'prometheus' %}
+from .llm.metrics import GenerationMetrics
+{%- endif %}
 from .logging_config import configure_logging
-{%- if cookiecutter.monitoring == 'prometheus' %}
+{%- if cookiecutter.monitoring == 'prometheus' and cookiecutter.workload != 'llm' %}
 from .metrics import ServiceMetrics
+{%- endif %}
+{%- if cookiecutter.monitoring == 'prometheus' %}
 from .metrics import router as metrics_router
 {%- endif %}
 from .model import Model
@@ -40,7 +45,7 @@ def create_app(
     settings = settings or get_settings()
     configure_logging(settings)
 {%- if cookiecutter.monitoring == 'prometheus' %}
-    metrics = ServiceMetrics(settings.model_name, max_batch_size=settings.max_batch_size)
+    metrics = {{ 'GenerationMetrics' if cookiecutter.workload == 'llm' else 'ServiceMetrics' }}(settings.model_name, max_batch_size=settings.max_batch_size)
 {%- else %}
     metrics = None
 {%- endif %}

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,8 +44,7 @@ from .gpu_metrics import GpuCollector
 from .serving.warmup import warmup_batch_sizes
 
 PREFIX = "inference"
-# The workload this service was generated for: picks the histogram buckets and,
-# for llm, registers the token and sequence metrics.
+# The workload this service was generated for: picks the histogram buckets.
 WORKLOAD = "{{ cookiecutter.workload }}"
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -95,9 +94,6 @@ BUCKETS: dict[str, Buckets] = {
         request=decades(0.05, 600), compute=decades(0.0005, 5), queue_wait=decades(0.001, 60)
     ),
 }
-# LLM: time to first token (prefill + waiting for a slot) and between tokens (one decode step)
-TTFT_BUCKETS = decades(0.005, 30)
-ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
 
 
 def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
@@ -106,7 +102,7 @@ def batch_size_buckets(max_batch_size: int) -> tuple[float, ...]:
 
 
 class ServiceMetrics:
-    """Owns the metric objects; implements the request, batch and LLM observer protocols."""
+    """Owns the metric objects; implements the request and batch observer protocols."""
 
     def __init__(
         self,
@@ -195,52 +191,6 @@ class ServiceMetrics:
             self.queue_depth_gauge,
             self.ready,
         ]
-        # LLM: defined for every workload (the methods below always exist), registered
-        # and exported only by llm services.
-        llm_registry = r if workload == "llm" else None
-        self.time_to_first_token = Histogram(
-            f"{PREFIX}_time_to_first_token_seconds",
-            "Time from admission of a sequence to its first generated token.",
-            ["model"],
-            buckets=TTFT_BUCKETS,
-            registry=llm_registry,
-        )
-        self.inter_token_latency = Histogram(
-            f"{PREFIX}_inter_token_latency_seconds",
-            "Time between consecutive generated tokens of one sequence.",
-            ["model"],
-            buckets=ITL_BUCKETS,
-            registry=llm_registry,
-        )
-        self.prompt_tokens = Counter(
-            f"{PREFIX}_prompt_tokens", "Prompt tokens admitted.", ["model"], registry=llm_registry
-        )
-        self.generated_tokens = Counter(
-            f"{PREFIX}_generated_tokens", "Tokens generated.", ["model"], registry=llm_registry
-        )
-        self.running_sequences = Gauge(
-            f"{PREFIX}_running_sequences",
-            "Sequences in the running batch.",
-            ["model"],
-            registry=llm_registry,
-            multiprocess_mode="livesum",
-        )
-        self.waiting_sequences = Gauge(
-            f"{PREFIX}_waiting_sequences",
-            "Sequences waiting for a slot in the running batch.",
-            ["model"],
-            registry=llm_registry,
-            multiprocess_mode="livesum",
-        )
-        if llm_registry is not None:
-            model_metrics += [
-                self.time_to_first_token,
-                self.inter_token_latency,
-                self.prompt_tokens,
-                self.generated_tokens,
-                self.running_sequences,
-                self.waiting_sequences,
-            ]
         for labelled in model_metrics:  # export zeros from the start, not after the first event
             labelled.labels(model=model_name)
 {%- if cookiecutter.device == 'gpu' %}
@@ -261,35 +211,24 @@ class ServiceMetrics:
         self.requests.labels(route=route, status=str(status)).inc()
         self.request_duration.labels(route=route).observe(duration_s)
 
+{%- if cookiecutter.workload == 'llm' %}
+
+    # --- the scheduler's steps (llm/metrics.py adds its token and sequence events) ------
+{%- else %}
+
     # --- BatchObserver (batcher) --------------------------------------------------
     def queue_depth(self, depth: int) -> None:
         self.queue_depth_gauge.labels(model=self.model_name).set(depth)
 
-    def batch_dispatched(self, size: int, queue_waits_s: Sequence[float]) -> None:
+    def batch_dispatched(self, size: int, queue_waits_s: list[float]) -> None:
         histogram = self.queue_wait.labels(model=self.model_name)
         for wait in queue_waits_s:
             histogram.observe(wait)
+{%- endif %}
 
     def batch_computed(self, size: int, compute_s: float) -> None:
         self.compute.labels(model=self.model_name).observe(compute_s)
         self.batch_size.labels(model=self.model_name).observe(size)
-
-    # --- LLM observer (continuous batching) -----------------------------------------
-    def sequence_admitted(self, prompt_tokens: int) -> None:
-        self.prompt_tokens.labels(model=self.model_name).inc(prompt_tokens)
-
-    def first_token(self, seconds: float) -> None:
-        self.time_to_first_token.labels(model=self.model_name).observe(seconds)
-
-    def inter_token(self, seconds: float) -> None:
-        self.inter_token_latency.labels(model=self.model_name).observe(seconds)
-
-    def tokens_generated(self, count: int) -> None:
-        self.generated_tokens.labels(model=self.model_name).inc(count)
-
-    def sequences(self, running: int, waiting: int) -> None:
-        self.running_sequences.labels(model=self.model_name).set(running)
-        self.waiting_sequences.labels(model=self.model_name).set(waiting)
 
     # --- lifecycle ------------------------------------------------------------------
     def set_ready(self, ready: bool) -> None:

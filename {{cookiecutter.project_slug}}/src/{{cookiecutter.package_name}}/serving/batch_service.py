@@ -70,9 +70,6 @@ class InferenceService(Generic[ModelT]):
             max_workers=preprocess_threads(), thread_name_prefix="preprocess"
         )
         self.readiness = Readiness()
-        self._open_streams = 0
-        self._streams_closed = asyncio.Event()
-        self._streams_closed.set()
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
 
@@ -136,29 +133,6 @@ class InferenceService(Generic[ModelT]):
         self.readiness.check()
         return self.batcher.admit()
 
-    def submit(
-        self, payload: Any, size: int = 1, *, continuation: bool = False
-    ) -> asyncio.Future[Any]:
-        """Queue a payload without waiting for it (a stream queues its chunks as it goes).
-
-        The first part of a request is admitted like any request (503 when the queue
-        is full or the service is not serving); a ``continuation`` (the next part of a
-        stream already let in) is queued even when the queue is full or draining.
-        """
-        if not continuation:
-            self.readiness.check()
-        return self.batcher.submit(payload, size, continuation=continuation)
-
-    def stream_opened(self) -> None:
-        """A request that queues more work as it goes (a stream) started; drain waits for it."""
-        self._open_streams += 1
-        self._streams_closed.clear()
-
-    def stream_closed(self) -> None:
-        self._open_streams -= 1
-        if self._open_streams == 0:
-            self._streams_closed.set()
-
     async def preprocess(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run CPU-heavy input handling (decode, resize, parse) off the event loop."""
         loop = asyncio.get_running_loop()
@@ -193,16 +167,9 @@ class InferenceService(Generic[ModelT]):
             raise ClientClosedRequest("the client closed the connection") from None
 
     async def drain(self, timeout_s: float) -> bool:
-        """Refuse new work (readiness 503), finish open streams, queued and running batches."""
+        """Refuse new work (readiness 503), finish queued and running batches."""
         self.readiness.draining = True
-        started = time.perf_counter()
-        if self._open_streams:  # their next chunks still need the batcher
-            try:
-                await asyncio.wait_for(self._streams_closed.wait(), timeout_s)
-            except TimeoutError:
-                logger.warning("%d stream(s) still open after %g s", self._open_streams, timeout_s)
-        remaining = max(0.0, timeout_s - (time.perf_counter() - started))
-        finished = await self.batcher.drain(remaining) and self._open_streams == 0
+        finished = await self.batcher.drain(timeout_s)
         self._preprocess_pool.shutdown(wait=False, cancel_futures=True)
         logger.info(
             "drained %s", "cleanly" if finished else f"with work left after {timeout_s:g} s"

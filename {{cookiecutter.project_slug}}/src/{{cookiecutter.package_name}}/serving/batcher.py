@@ -74,7 +74,7 @@ class BatchObserver(Protocol):
 
     def queue_depth(self, depth: int) -> None: ...
 
-    def batch_dispatched(self, size: int, queue_waits_s: Sequence[float]) -> None: ...
+    def batch_dispatched(self, size: int, queue_waits_s: list[float]) -> None: ...
 
     def batch_computed(self, size: int, compute_s: float) -> None: ...
 
@@ -83,7 +83,7 @@ class NullObserver:
     def queue_depth(self, depth: int) -> None:
         pass
 
-    def batch_dispatched(self, size: int, queue_waits_s: Sequence[float]) -> None:
+    def batch_dispatched(self, size: int, queue_waits_s: list[float]) -> None:
         pass
 
     def batch_computed(self, size: int, compute_s: float) -> None:
@@ -191,15 +191,12 @@ class Batcher(Generic[InstanceT]):
         self._queued_rows = 0
         self._queued_cost = 0
         self._arriving = 0  # admitted requests not yet queued
-        self._executing = 0
         self._accepting = True  # admit() and bare submit() take new work
         self._closed = False  # workers stop once the queue is empty
         self._no_arrivals = asyncio.Event()
         self._no_arrivals.set()
         self._not_empty = asyncio.Event()
         self._dispatch_now = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._workers: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(
             max_workers=len(self._instances), thread_name_prefix="model"
@@ -228,10 +225,6 @@ class Batcher(Generic[InstanceT]):
     def depth(self) -> int:
         """Requests waiting in the queue (not yet dispatched)."""
         return len(self._queue)
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._queue) or self._executing > 0
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop taking work, finish what is admitted, queued and running; True if all did.
@@ -319,7 +312,6 @@ class Batcher(Generic[InstanceT]):
         self._queue.append(_WorkItem(payload, size, future, loop.time(), cost))
         self._queued_rows += size
         self._queued_cost += cost
-        self._idle.clear()
         self._observer.queue_depth(len(self._queue))
         if admission is not None:
             admission.release()  # after queueing, so the batcher sees the item, not a gap
@@ -427,7 +419,6 @@ class Batcher(Generic[InstanceT]):
         now = loop.time()
         rows = sum(item.size for item in batch)
         self._observer.batch_dispatched(rows, [now - item.enqueued_at for item in batch])
-        self._executing += 1
         started = time.perf_counter()
         try:
             results = await loop.run_in_executor(
@@ -438,8 +429,6 @@ class Batcher(Generic[InstanceT]):
             self.stats.failures += 1
             error = ModelFailure(f"the model failed on this batch: {type(exc).__name__}")
             results = [_Failure(error)] * len(batch)
-        finally:
-            self._executing -= 1
         self._observer.batch_computed(rows, time.perf_counter() - started)
         self.stats.batches += 1
         self.stats.items += rows
@@ -452,8 +441,6 @@ class Batcher(Generic[InstanceT]):
                 item.future.set_exception(result.error)
             else:
                 item.future.set_result(result)
-        if not self._queue and self._executing == 0:
-            self._idle.set()
 
     def _run_splitting_on_oom(self, instance: InstanceT, payloads: list[Any]) -> list[Any]:
         """Run a batch; on out-of-memory, retry its halves, then fail single payloads."""
@@ -482,9 +469,6 @@ class Batcher(Generic[InstanceT]):
                 f"run_batch returned {len(results)} results for {len(payloads)} payloads"
             )
         return results
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
 
 
 def _time_out(future: asyncio.Future[Any], timeout_s: float) -> None:

@@ -73,12 +73,6 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
-class UnsupportedMediaType(ServiceError):
-    status_code = 415
-    error_type = "invalid_request_error"
-    code = "unsupported_media_type"
-
-
 class ModelFailure(ServiceError):
     """The model raised while computing this request's batch."""
 

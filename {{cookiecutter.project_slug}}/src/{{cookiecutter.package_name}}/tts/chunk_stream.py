@@ -7,8 +7,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from ..serving.batch_service import InferenceService
 from ..serving.errors import ClientClosedRequest, RequestTimeout
+from .speech_service import SpeechService
 
 
 class ChunkStream:
@@ -23,9 +23,7 @@ class ChunkStream:
     and the batcher drops cancelled parts before they reach the model.
     """
 
-    def __init__(
-        self, service: InferenceService[Any], payloads: Sequence[Any], *, in_flight: int
-    ) -> None:
+    def __init__(self, service: SpeechService, payloads: Sequence[Any], *, in_flight: int) -> None:
         self._service = service
         self._payloads = list(payloads)
         self._in_flight = max(1, in_flight)

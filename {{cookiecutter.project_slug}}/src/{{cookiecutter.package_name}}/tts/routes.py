@@ -25,13 +25,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
-from ..serving.batch_service import BatchingServiceDep
 from ..serving.deps import disconnect_waiter, get_settings
 from ..serving.errors import InvalidInput
 from ..serving.openai_models import check_model
 from ..serving.responses import ERROR_RESPONSES, ErrorBody
 from .audio import MEDIA_TYPES, fit_length, to_pcm16, wav_header
 from .chunk_stream import ChunkStream
+from .speech_service import SpeechServiceDep
 from .text_chunks import chunk_limit, split_text
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ def _check(body: SpeechRequest, request: Request, model: Any) -> str:
     },
 )
 async def create_speech(
-    body: SpeechRequest, request: Request, service: BatchingServiceDep
+    body: SpeechRequest, request: Request, service: SpeechServiceDep
 ) -> Response:
     model = service.model
     voice = _check(body, request, model)

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from ..serving import openai_models
-from ..serving.batch_service import InferenceService
 from ..serving.batcher import BatchObserver
 from ..settings import Settings
 from . import routes
+from .speech_service import SpeechService
 
 # Behind the API key when one is set.
 PROTECTED_ROUTERS: list[APIRouter] = [routes.router, openai_models.router]
@@ -43,11 +43,11 @@ def example_payload(model: Any, size: int) -> list[Any]:
 
 async def create_service(
     settings: Settings, model_factory: Callable[[], Any], observer: BatchObserver | None
-) -> InferenceService[Any]:
+) -> SpeechService:
     """Load the model instances behind a dynamic batcher (not yet warm, not yet ready).
 
     Each chunk of a speech stream is one item: chunks of concurrent requests share batches.
     """
-    return await InferenceService.from_settings(
+    return await SpeechService.from_settings(
         settings, model_factory, run_batch, example_payload, observer
     )

@@ -18,8 +18,15 @@ from starlette.exceptions import HTTPException
 
 from ..serving.batch_service import BatchingServiceDep
 from ..serving.deps import disconnect_waiter, get_settings
-from ..serving.errors import InvalidInput, UnsupportedMediaType
+from ..serving.errors import InvalidInput, ServiceError
 from ..serving.responses import ERROR_RESPONSES, ErrorBody
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    error_type = "invalid_request_error"
+    code = "unsupported_media_type"
+
 
 router = APIRouter(tags=["classification"])
 
