@@ -338,3 +338,42 @@ def test_update_applies_release_and_keeps_team_edits(world, case: Case) -> None:
     assert_ok(tests, "the project's own tests")
     for name in ("test_team_contract", "test_team_request_timeout"):
         assert f"tests/test_team.py::{name} PASSED" in tests.stdout, tests.stdout
+
+
+def test_link_recipe_tracks_a_plain_cookiecutter_project(world) -> None:  # type: ignore[no-untyped-def]
+    """The root README's `cruft link` recipe: link at the release it was made from, then check."""
+    root, template, env = world["root"], world["template"], world["env"]
+    answers = {"project_name": "linked service", "workload": "vision"}
+    baked = run(
+        [
+            str(BIN / "cookiecutter"),
+            "--no-input",
+            "--checkout",
+            "v0.1.0",
+            "--output-dir",
+            str(root / "plain"),
+            f"git+file://{template}",
+            *(f"{key}={value}" for key, value in answers.items()),
+        ],
+        root,
+        **env,
+    )
+    assert_ok(baked, "cookiecutter")
+    project = root / "plain" / "linked-service"
+    assert not (project / ".cruft.json").exists()
+    git(project, "init", "-q")
+    commit_all(project, "generated with cookiecutter")
+    link = [
+        CRUFT,
+        "link",
+        str(template),
+        "--checkout",
+        "v0.1.0",
+        "--no-input",
+        "--extra-context",
+        json.dumps(answers),
+    ]
+    assert_ok(run(link, project, **env), "cruft link")
+    # linked at the right commit with the right answers: nothing differs but the team's edits
+    assert_ok(run([CRUFT, "diff", "--exit-code"], project, **env), "cruft diff")
+    assert run([CRUFT, "check", "--checkout", "v0.2.0"], project, **env).returncode == 1
