@@ -361,6 +361,10 @@ def test_link_recipe_tracks_a_plain_cookiecutter_project(world) -> None:  # type
     assert_ok(baked, "cookiecutter")
     project = root / "plain" / "linked-service"
     assert not (project / ".cruft.json").exists()
+    sync = [sys.executable, "scripts/template_sync.py", "check"]
+    unlinked = run(sync, project, **env, GITHUB_ACTIONS="false")
+    assert unlinked.returncode == 0 and "warning: no .cruft.json" in unlinked.stdout
+    assert run([*sync, "--strict"], project, **env).returncode == 1
     git(project, "init", "-q")
     commit_all(project, "generated with cookiecutter")
     link = [

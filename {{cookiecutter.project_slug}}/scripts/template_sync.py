@@ -20,10 +20,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 CRUFT_FILE = Path(".cruft.json")
 CRUFT = [sys.executable, "-m", "cruft"]  # the cruft of the interpreter running this script
 RELEASE_TAG = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+NOT_LINKED = "no .cruft.json: link this project once with `cruft link` (the template's README)"
 
 
 def git_env() -> dict[str, str]:
@@ -39,7 +41,7 @@ def git_env() -> dict[str, str]:
     return env
 
 
-def cruft_state() -> dict | None:
+def cruft_state() -> dict[str, Any] | None:
     if not CRUFT_FILE.is_file():
         return None
     return json.loads(CRUFT_FILE.read_text(encoding="utf-8"))
@@ -54,11 +56,13 @@ def latest_release(template: str) -> str | None:
         check=True,
         env=git_env(),
     ).stdout
-    tags = [line.rsplit("refs/tags/", 1)[-1] for line in listing.splitlines() if line.strip()]
-    releases = [tag for tag in tags if RELEASE_TAG.match(tag)]
-    if not releases:
-        return None
-    return max(releases, key=lambda tag: tuple(int(n) for n in RELEASE_TAG.match(tag).groups()))
+    releases: dict[tuple[int, ...], str] = {}
+    for line in listing.splitlines():
+        tag = line.rsplit("refs/tags/", 1)[-1]
+        match = RELEASE_TAG.match(tag)
+        if match:
+            releases[tuple(int(part) for part in match.groups())] = tag
+    return releases[max(releases)] if releases else None
 
 
 def ref_options(ref: str | None) -> list[str]:
@@ -77,7 +81,7 @@ def annotate(level: str, message: str) -> None:
 def check(strict: bool) -> int:
     state = cruft_state()
     if state is None:
-        annotate("warning", "no .cruft.json: link the project first (README, cruft link)")
+        annotate("warning", NOT_LINKED)
         return 1 if strict else 0
     try:
         ref = latest_release(state["template"])
@@ -128,7 +132,7 @@ def pull_request_body(ref: str | None, conflicted: list[str]) -> str:
 def update(body: Path | None) -> int:
     state = cruft_state()
     if state is None:
-        print("no .cruft.json: link the project first (README, cruft link)", file=sys.stderr)
+        print(NOT_LINKED, file=sys.stderr)
         return 1
     ref = latest_release(state["template"])
     result = subprocess.run(
