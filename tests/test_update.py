@@ -1,12 +1,13 @@
 """The update path: a service made with `cruft create` and edited by its team follows a release.
 
-A temporary git repository holds a copy of this template, tagged ``v0.1.0``. From it
-``cruft create`` makes one project per backend (vision + onnxruntime, embeddings + torch);
-each is committed, then edited the way a team edits a service: the model contract in
+A temporary git repository holds a copy of this template, tagged with its version (``v0.2.0``,
+say). From it ``cruft create`` makes one project per backend (vision + onnxruntime, embeddings
++ torch); each is committed, then edited the way a team edits a service: the model contract in
 ``model.py``, a settings default, a test of its own, the Kubernetes deployment's memory. The
 template then changes template-owned files (Dockerfile, the deployment's liveness probe, a new
 file, its version), the model files (which projects skip) and the very settings line the teams
-changed, and is released as ``v0.2.0``; a later, unreleased commit must not reach the projects.
+changed, and is released as the next minor (``v0.3.0``); a later, unreleased commit must not
+reach the projects.
 
 ``cruft check`` fails before the update and passes after; the update applies the release,
 keeps every team edit, leaves the one real conflict as conflict markers (cruft's 3-way merge,
@@ -46,10 +47,19 @@ TIMEOUT_LINE = '        30.0, gt=0, description="A request not answered within t
 TEAM_TIMEOUT_LINE = TIMEOUT_LINE.replace("30.0", "45.0")
 TEMPLATE_TIMEOUT_LINE = TIMEOUT_LINE.replace("gets 504.", "gets a 504.")
 RESOLVED_TIMEOUT_LINE = TEMPLATE_TIMEOUT_LINE.replace("30.0", "45.0")
-RELEASE_NOTE = "# template v0.2.0: the liveness probe runs every 15 s"
 UNRELEASED_NOTE = "# unreleased template change"
 SKIPPED_NOTE = "# template change to the model file, which projects skip"
-RELEASED_VERSION = "0.2.0-test"
+
+
+def next_minor(version: str) -> str:
+    major, minor, _ = (int(part) for part in version.split("."))
+    return f"{major}.{minor + 1}.0"
+
+
+BASE_VERSION = json.loads((TEMPLATE / "cookiecutter.json").read_text())["_template_version"]
+RELEASED_VERSION = next_minor(BASE_VERSION)
+BASE_TAG, RELEASE_TAG = f"v{BASE_VERSION}", f"v{RELEASED_VERSION}"
+RELEASE_NOTE = f"# template {RELEASE_TAG}: the liveness probe runs every 15 s"
 
 
 @dataclass(frozen=True)
@@ -138,7 +148,7 @@ def make_template_repo(root: Path) -> Path:
             shutil.copy2(source, repo / part)
     git(repo, "init", "-q")
     commit_all(repo, "template at its base release")
-    git(repo, "tag", "v0.1.0")
+    git(repo, "tag", BASE_TAG)
     return repo
 
 
@@ -186,7 +196,7 @@ def release_template_change(repo: Path) -> str:
         f'"_template_version": "{RELEASED_VERSION}"',
     )
     commit = commit_all(repo, "release: probe timing, security notes, settings wording")
-    git(repo, "tag", "v0.2.0")
+    git(repo, "tag", RELEASE_TAG)
     # main moves on past the release: projects follow releases, so this must not reach them
     dockerfile.write_text(f"{UNRELEASED_NOTE}\n{dockerfile.read_text()}", encoding="utf-8")
     commit_all(repo, "unreleased work")
@@ -264,10 +274,14 @@ def test_update_applies_release_and_keeps_team_edits(world, case: Case) -> None:
     sync = [sys.executable, "scripts/template_sync.py"]
     quiet = {**env, "GITHUB_ACTIONS": "false"}
 
+    assert f'TEMPLATE_VERSION = "{BASE_VERSION}"' in (package / "__init__.py").read_text()
     # behind the release: cruft check fails; the CI check warns (exit 0) unless --strict
-    assert run([CRUFT, "check", "--checkout", "v0.2.0"], project, **env).returncode == 1
+    assert run([CRUFT, "check", "--checkout", RELEASE_TAG], project, **env).returncode == 1
     warned = run([*sync, "check"], project, **quiet)
-    assert warned.returncode == 0 and "warning: the template has moved on (v0.2.0)" in warned.stdout
+    assert (
+        warned.returncode == 0
+        and f"warning: the template has moved on ({RELEASE_TAG})" in warned.stdout
+    )
     assert run([*sync, "check", "--strict"], project, **quiet).returncode == 1
 
     outputs, body = world["root"] / f"{case.slug}.out", world["root"] / f"{case.slug}.md"
@@ -276,14 +290,14 @@ def test_update_applies_release_and_keeps_team_edits(world, case: Case) -> None:
             [*sync, "update", "--body", str(body)], project, GITHUB_OUTPUT=str(outputs), **quiet
         )
     else:
-        updated = run([CRUFT, "update", "-y", "--checkout", "v0.2.0"], project, **env)
+        updated = run([CRUFT, "update", "-y", "--checkout", RELEASE_TAG], project, **env)
     assert_ok(updated, "update")
     # cruft reports the conflict (git apply -3's words) and leaves it unmerged, markers in place
     assert f"Applied patch to '{settings}' with conflicts." in updated.stderr, updated.stderr
     assert unmerged(project) == [settings]
     assert not list(project.rglob("*.rej"))
     if case.via == "script":
-        assert outputs.read_text() == "release=v0.2.0\nconflicts=1\n"
+        assert outputs.read_text() == f"release={RELEASE_TAG}\nconflicts=1\n"
         assert f"- `{settings}`" in body.read_text()
         assert f"warning: conflict to resolve: {settings}" in updated.stdout
 
@@ -296,6 +310,9 @@ def test_update_applies_release_and_keeps_team_edits(world, case: Case) -> None:
     state = json.loads((project / ".cruft.json").read_text())
     assert state["commit"] == world["release"]
     assert state["context"]["cookiecutter"]["_template_version"] == RELEASED_VERSION
+    # ... the service's own record of it (/v2 metadata, inference_build_info) moved with it
+    init = (package / "__init__.py").read_text()
+    assert f'TEMPLATE_VERSION = "{RELEASED_VERSION}"' in init
     # ... and every team edit kept: the skipped model file untouched, the merged deployment
     model_text = (package / "model.py").read_text()
     assert case.contract[1] in model_text and SKIPPED_NOTE not in model_text
@@ -303,13 +320,13 @@ def test_update_applies_release_and_keeps_team_edits(world, case: Case) -> None:
     assert "def test_team_request_timeout" in (project / "tests/test_team.py").read_text()
 
     # up to date now (whatever main does after the release)
-    assert_ok(run([CRUFT, "check", "--checkout", "v0.2.0"], project, **env), "cruft check")
+    assert_ok(run([CRUFT, "check", "--checkout", RELEASE_TAG], project, **env), "cruft check")
     checked = run([*sync, "check", "--strict"], project, **quiet)
     assert checked.returncode == 0 and "warning" not in checked.stdout
 
     # the team resolves the conflict and commits; the project lints and its own tests pass
     resolve_timeout_conflict(project / settings)
-    commit_all(project, "template v0.2.0")
+    commit_all(project, f"template {RELEASE_TAG}")
     assert_ok(run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], project), "ruff")
     assert_ok(
         run([sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "."], project),
@@ -349,7 +366,7 @@ def test_link_recipe_tracks_a_plain_cookiecutter_project(world) -> None:  # type
             str(BIN / "cookiecutter"),
             "--no-input",
             "--checkout",
-            "v0.1.0",
+            BASE_TAG,
             "--output-dir",
             str(root / "plain"),
             f"git+file://{template}",
@@ -372,7 +389,7 @@ def test_link_recipe_tracks_a_plain_cookiecutter_project(world) -> None:  # type
         "link",
         str(template),
         "--checkout",
-        "v0.1.0",
+        BASE_TAG,
         "--no-input",
         "--extra-context",
         json.dumps(answers),
@@ -380,4 +397,4 @@ def test_link_recipe_tracks_a_plain_cookiecutter_project(world) -> None:  # type
     assert_ok(run(link, project, **env), "cruft link")
     # linked at the right commit with the right answers: nothing differs but the team's edits
     assert_ok(run([CRUFT, "diff", "--exit-code"], project, **env), "cruft diff")
-    assert run([CRUFT, "check", "--checkout", "v0.2.0"], project, **env).returncode == 1
+    assert run([CRUFT, "check", "--checkout", RELEASE_TAG], project, **env).returncode == 1
