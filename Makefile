@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
 
-.PHONY: demo test test-fast test-matrix lint docs bench clean
+.PHONY: demo test test-fast test-matrix test-update lint docs bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -28,6 +28,10 @@ test-fast: $(STAMP)
 ## test-matrix: the combinations matching a pytest -k expression, e.g. SELECT="llm and torch"
 test-matrix: $(STAMP)
 	$(PYTHON) -m pytest -n $(JOBS) --dist loadgroup -k "$(SELECT)" tests/test_generation.py tests/test_deployment.py
+
+## test-update: the cruft update path (tests/test_update.py, about a minute)
+test-update: $(STAMP)
+	$(PYTHON) -m pytest tests/test_update.py
 
 # explicit paths: ruff would otherwise parse the template's Jinja pyproject.toml
 LINT_PATHS := hooks tests scripts local_extensions.py

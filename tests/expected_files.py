@@ -7,6 +7,7 @@ PACKAGE = "src/ai_service"
 COMMON = {
     ".dockerignore",
     ".github/workflows/ci.yml",
+    ".github/workflows/template-update.yml",
     ".gitignore",
     "Dockerfile",
     "Makefile",
@@ -15,6 +16,7 @@ COMMON = {
     "pyproject.toml",
     "scripts/bench.py",
     "scripts/make_demo_model.py",
+    "scripts/template_sync.py",
     f"{PACKAGE}/__init__.py",
     f"{PACKAGE}/__main__.py",
     f"{PACKAGE}/healthcheck.py",

@@ -16,7 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
-{% if cookiecutter.workload == 'llm' %}
+
+from {{ cookiecutter.package_name }} import TEMPLATE_VERSION, __version__
+{%- if cookiecutter.workload == 'llm' %}
 from {{ cookiecutter.package_name }}.llm.metrics import ITL_BUCKETS, TTFT_BUCKETS, GenerationMetrics
 {%- endif %}
 from {{ cookiecutter.package_name }}.main import create_app
@@ -206,6 +208,14 @@ def test_ready_follows_the_lifecycle(model_path: Path) -> None:
         assert value(scrape(client), "inference_ready", model=MODEL) == 1
         app.state.service.readiness.draining = True  # what SIGTERM does first
         assert value(scrape(client), "inference_ready", model=MODEL) == 0
+
+
+def test_build_info_names_the_template_release(model_path: Path) -> None:
+    app = create_app(make_settings(model_path, model_name=MODEL))
+    samples = scrape(TestClient(app))  # from the start, before the model loads
+    build = {"version": __version__, "template_version": TEMPLATE_VERSION}
+    assert value(samples, "inference_build_info", **build) == 1
+    assert re.fullmatch(r"\d+\.\d+\.\d+", TEMPLATE_VERSION), TEMPLATE_VERSION
 
 
 def test_histogram_buckets_fit_the_workload(model_path: Path) -> None:

@@ -334,6 +334,7 @@ def test_a_bad_model_file_makes_the_process_exit_non_zero(tmp_path: Path, proble
     assert process.returncode != 0
     errors = [line for line in output.splitlines() if " ERROR " in line]
     # ours, then uvicorn's own "Application startup failed. Exiting."
-    assert errors[0].split(" ERROR ", 1)[1].startswith("{{ cookiecutter.package_name }}.main: startup failed: "), output
+    logged = errors[0].split(" ERROR ", 1)[1]
+    assert logged.startswith("{{ cookiecutter.package_name }}.main: startup failed: "), output
     assert str(model_file) in errors[0] or problem == "corrupt"
     assert "Traceback" not in output and "ready: serving" not in output

@@ -11,6 +11,7 @@ import tritonclient.http as httpclient
 from fastapi.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
+from {{ cookiecutter.package_name }} import TEMPLATE_VERSION
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -44,6 +45,7 @@ def test_server_and_model_metadata(triton: httpclient.InferenceServerClient) -> 
     assert not triton.is_model_ready("no-such-model")
     server = triton.get_server_metadata()
     assert "binary_tensor_data" in server["extensions"]
+    assert server["template_version"] == TEMPLATE_VERSION
     metadata = triton.get_model_metadata(MODEL)
     assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 64, 64]}]
     assert metadata["outputs"][0]["name"] == "logits"

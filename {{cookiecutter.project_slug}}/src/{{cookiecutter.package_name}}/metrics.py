@@ -38,6 +38,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from . import TEMPLATE_VERSION, __version__
 {% if cookiecutter.device == 'gpu' -%}
 from .gpu_metrics import GpuCollector
 {% endif -%}
@@ -184,6 +185,16 @@ class ServiceMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        # always 1: its labels say what runs, so a fleet's versions show in one query
+        # (count by (template_version) (inference_build_info))
+        self.build_info = Gauge(
+            f"{PREFIX}_build_info",
+            "Always 1; labels: the service's version and the template release it was made from.",
+            ["version", "template_version"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.build_info.labels(version=__version__, template_version=TEMPLATE_VERSION).set(1)
         model_metrics: list[Counter | Gauge | Histogram] = [
             self.queue_wait,
             self.compute,

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from .. import __version__
+from .. import TEMPLATE_VERSION, __version__
 from ..serving.batch_service import BatchingServiceDep
 from ..serving.deps import disconnect_waiter, get_settings
 from ..serving.errors import InvalidInput, ModelNotFound, ServiceError
@@ -143,6 +143,8 @@ async def server_metadata(request: Request) -> dict[str, Any]:
         "name": request.app.title,
         "version": __version__,
         "extensions": ["binary_tensor_data"],
+        # not in the protocol (clients ignore unknown fields): which template release runs
+        "template_version": TEMPLATE_VERSION,
     }
 
 
