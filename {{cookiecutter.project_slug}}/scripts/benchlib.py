@@ -59,12 +59,14 @@ class Target:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def request(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        """One HTTP/1.1 keep-alive POST, encoded once and sent as is every time."""
-        lines = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
+    def request(
+        self, path: str, body: bytes = b"", headers: dict[str, str] | None = None, method="POST"
+    ) -> bytes:
+        """One HTTP/1.1 keep-alive request, encoded once and sent as is every time."""
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         if self.api_key:
             lines.append(f"Authorization: Bearer {self.api_key}")
-        lines += [f"{name}: {value}" for name, value in headers.items()]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         lines.append(f"Content-Length: {len(body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
@@ -75,8 +77,12 @@ class Reply:
     sent: float  # perf_counter when the request was written
     done: float  # ... when the last body byte arrived
     chunks: list[tuple[float, int]]  # (arrival, bytes) of each body piece read
-    body: bytes = b""  # kept only when asked for (streamed text); empty otherwise
+    pieces: list[bytes] = field(default_factory=list)  # the pieces, when asked to keep them
     close: bool = False
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.pieces)
 
     @property
     def latency_ms(self) -> float:
@@ -116,7 +122,7 @@ async def read_reply(reader: asyncio.StreamReader, sent: float, keep_body: bool)
                 kept.append(piece[:-2])
         await reader.readuntil(b"\r\n")
     close = b"\r\nconnection: close" in head
-    return Reply(int(head[9:12]), sent, clock(), chunks, b"".join(kept), close)
+    return Reply(int(head[9:12]), sent, clock(), chunks, kept, close)
 
 
 @dataclass

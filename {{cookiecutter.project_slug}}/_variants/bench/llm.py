@@ -1,85 +1,47 @@
 """Benchmark continuous batching against one-at-a-time serving: same model, same run.
 
-Starts the service (``python -m {{ cookiecutter.package_name }}``) twice on free local ports, with
-MAX_RUNNING_SEQUENCES=32 (continuous batching) and =1 (one sequence at a
-time), and drives each in turn with 1, 8 and 32 concurrent streaming clients
-over the OpenAI completions API. Every client sends its next request as soon as the
-previous one ends (a closed loop), greedy, completions of 64 to 128 tokens.
+    python scripts/bench.py                              # both modes, 1, 8 and 32 streams
+    python scripts/bench.py --levels 1,4,16 --max-tokens 32
+    python scripts/bench.py --url http://127.0.0.1:8000  # a running server, as configured
 
-Streams start 25 ms apart (no thundering herd at time zero) and the model
-runs with INTRA_OP_THREADS=1 by default (``--threads``): on a small machine
-the engine, the event loop and this client share the cores, and a spinning
-multi-threaded runtime starves the other two.
+1. raw: the model alone in this process (``Model.prefill`` then greedy
+   ``Model.decode`` steps, no HTTP): generated tokens/s at batch 1 and at the
+   largest level, the ceiling the engine works against;
+2. served: the service started twice at once, with MAX_RUNNING_SEQUENCES=32
+   (continuous batching) and =1 (one sequence at a time), levels interleaved so
+   load on the machine drifts alike for both. Closed-loop streaming clients on
+   the completions API, greedy, completions of ``--max-tokens``/2 to
+   ``--max-tokens`` tokens, streams starting 25 ms apart: aggregate generated
+   tokens/s (the usage the service reports), time to first token (TTFT:
+   request sent -> first text chunk) and inter-token latency (ITL: gaps
+   between text chunks), p50 and p99.
 
-Per level it reports aggregate generated tokens/s, time to first token (TTFT:
-request sent -> first text chunk) and inter-token latency (ITL: gaps between
-text chunks; one chunk per token for the demo model), p50 and p99; prints a
-table and writes ``bench-results/llm.json`` and ``bench-results/llm.png``.
-
-    python scripts/bench.py                        # both modes, levels 1 8 32
-    python scripts/bench.py --concurrency 1 4 16 --max-tokens 32
-    python scripts/bench.py --url http://127.0.0.1:8000   # a running server, as configured
+The model runs with INTRA_OP_THREADS=1 (``--threads``): on a small machine the
+engine, the event loop and this client share the cores. It prints a table and
+writes ``llm.json`` and ``llm.png`` to ``--out``. The load generator:
+``scripts/benchlib.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import itertools
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
+import numpy as np
 
+import benchlib as lib
+from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings
 
-PACKAGE = "{{ cookiecutter.package_name }}"
-MODES = {"continuous batching": 32, "one at a time": 1}
-STAGGER_S = 0.025
-
-
-@dataclass
-class Level:
-    mode: str
-    concurrency: int
-    requests: int = 0
-    errors: int = 0
-    tokens: int = 0
-    seconds: float = 0.0
-    ttft: list[float] = field(default_factory=list)
-    itl: list[float] = field(default_factory=list)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
-
-    def summary(self) -> dict[str, float | int | str]:
-        return {
-            "mode": self.mode,
-            "concurrency": self.concurrency,
-            "requests": self.requests,
-            "errors": self.errors,
-            "tokens": self.tokens,
-            "seconds": round(self.seconds, 3),
-            "tokens_per_s": round(self.tokens_per_s, 1),
-            "ttft_p50_ms": round(percentile(self.ttft, 50) * 1000, 1),
-            "ttft_p99_ms": round(percentile(self.ttft, 99) * 1000, 1),
-            "itl_p50_ms": round(percentile(self.itl, 50) * 1000, 2),
-            "itl_p99_ms": round(percentile(self.itl, 99) * 1000, 2),
-        }
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+JSON = {"Content-Type": "application/json"}
+MODES = {"continuous batching": "32", "one at a time": "1"}  # MAX_RUNNING_SEQUENCES
 
 
 def prompt(index: int) -> str:
@@ -87,227 +49,181 @@ def prompt(index: int) -> str:
     return f"Story {index}: " + "once upon a time " * (index % 3)
 
 
-def completion_length(index: int, max_tokens: int) -> int:
+def completion_request(target: lib.Target, model: str, index: int, max_tokens: int) -> bytes:
     """Lengths spread over [max_tokens / 2, max_tokens]: sequences finish at different steps."""
-    return max_tokens // 2 + (index * 37) % (max_tokens // 2 + 1)
-
-
-async def one_request(
-    client: httpx.AsyncClient, model: str, index: int, max_tokens: int, level: Level
-) -> None:
     body = {
         "model": model,
         "prompt": prompt(index),
-        "max_tokens": completion_length(index, max_tokens),
+        "max_tokens": max_tokens // 2 + (index * 37) % (max_tokens // 2 + 1),
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    sent = time.perf_counter()
-    last = None
-    async with client.stream("POST", "/v1/completions", json=body) as response:
-        if response.status_code != 200:
-            level.errors += 1
-            return
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+    return target.request("/v1/completions", json.dumps(body).encode(), JSON)
+
+
+def stream_figures(reply: lib.Reply) -> tuple[int, list[float]]:
+    """Completion tokens (from usage) and the arrival time of each chunk carrying text."""
+    tokens, times = 0, []
+    for (arrived, _), piece in zip(reply.chunks, reply.pieces, strict=True):
+        for line in piece.decode().splitlines():
+            if not line.startswith("data: {"):
                 continue
-            chunk = json.loads(line[6:])
-            if chunk.get("usage"):
-                level.tokens += chunk["usage"]["completion_tokens"]
-            if chunk.get("choices") and chunk["choices"][0]["text"]:
-                now = time.perf_counter()
-                if last is None:
-                    level.ttft.append(now - sent)
-                else:
-                    level.itl.append(now - last)
-                last = now
-    level.requests += 1
+            event = json.loads(line[6:])
+            tokens += (event.get("usage") or {}).get("completion_tokens", 0)
+            if any(choice.get("text") for choice in event.get("choices", [])):
+                times.append(arrived)
+    return tokens, times
 
 
-async def run_level(url: str, mode: str, concurrency: int, requests: int, max_tokens: int) -> Level:
-    level = Level(mode, concurrency)
-    async with AsyncExitStack() as stack:
-        # one client (one keep-alive connection) per stream: a pool shared by many
-        # concurrent requests costs httpx milliseconds of CPU each, on the service's cores
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        clients = [
-            await stack.enter_async_context(
-                httpx.AsyncClient(base_url=url, timeout=600, limits=limits)
-            )
-            for _ in range(concurrency)
-        ]
-        model = (await clients[0].get("/v1/models")).json()["data"][0]["id"]
-        for client in clients:  # connections and caches warm
-            await one_request(client, model, 0, 4, Level(mode, 1))
-        counter = iter(range(requests))
-
-        async def stream(number: int) -> None:
-            await asyncio.sleep(number * STAGGER_S)
-            for index in counter:
-                await one_request(clients[number], model, index, max_tokens, level)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(stream(n) for n in range(concurrency)))
-        level.seconds = time.perf_counter() - started
-    return level
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(
-    model_path: Path, max_running: int, threads: int
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        f"{ENV_PREFIX}MODEL_PATH": str(model_path),
-        f"{ENV_PREFIX}HOST": "127.0.0.1",
-        f"{ENV_PREFIX}PORT": str(port),
-        f"{ENV_PREFIX}MAX_RUNNING_SEQUENCES": str(max_running),
-        f"{ENV_PREFIX}MAX_WAITING_SEQUENCES": "1024",
-        f"{ENV_PREFIX}REQUEST_TIMEOUT_S": "3600",  # one at a time, 32 streams wait long
-        f"{ENV_PREFIX}LOG_LEVEL": "WARNING",
-        f"{ENV_PREFIX}INTRA_OP_THREADS": str(threads),
+def summarise(mode: str, load: lib.Load) -> dict[str, Any]:
+    tokens, ttft, itl = 0, [], []
+    for reply in load.ok:
+        count, times = stream_figures(reply)
+        tokens += count
+        if times:
+            ttft.append((times[0] - reply.sent) * 1000)
+            itl += [(b - a) * 1000 for a, b in itertools.pairwise(times)]
+    return {
+        "mode": mode,
+        "streams": load.concurrency,
+        "requests": len(load.ok),
+        "errors": len(load.replies) - len(load.ok),
+        "tokens_per_s": tokens / load.seconds,
+        "ttft_p50_ms": lib.percentile(ttft, 50),
+        "ttft_p99_ms": lib.percentile(ttft, 99),
+        "itl_p50_ms": lib.percentile(itl, 50),
+        "itl_p99_ms": lib.percentile(itl, 99),
+        "client_ms_per_request": load.client_ms_per_request(),
     }
-    server = subprocess.Popen([sys.executable, "-m", PACKAGE], env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"the server exited with status {server.returncode}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.terminate()
-    raise SystemExit("the server did not become ready within 300 s")
 
 
-def table(levels: list[Level]) -> str:
-    header = (
-        "| mode | streams | requests | errors | tokens/s "
-        "| TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |"
-    )
-    lines = [header, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for level in levels:
-        s = level.summary()
-        lines.append(
-            f"| {s['mode']} | {s['concurrency']} | {s['requests']} | {s['errors']} "
-            f"| {s['tokens_per_s']:.0f} "
-            f"| {s['ttft_p50_ms']:.0f} ms | {s['ttft_p99_ms']:.0f} ms "
-            f"| {s['itl_p50_ms']:.1f} ms | {s['itl_p99_ms']:.1f} ms |"
-        )
-    return "\n".join(lines)
+def cells(row: dict[str, Any]) -> list[object]:
+    return [
+        row["mode"],
+        row["streams"],
+        row["requests"],
+        row["errors"],
+        lib.fmt(row["tokens_per_s"], 0),
+        lib.fmt(row["ttft_p50_ms"], 0),
+        lib.fmt(row["ttft_p99_ms"], 0),
+        lib.fmt(row["itl_p50_ms"]),
+        lib.fmt(row["itl_p99_ms"]),
+    ]
 
 
-def plot(levels: list[Level], path: Path) -> None:
-    import matplotlib
+COLUMNS = ["mode", "streams", "requests", "errors", "tokens/s", "TTFT p50 ms", "TTFT p99 ms"]
+COLUMNS += ["ITL p50 ms", "ITL p99 ms"]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for number, mode in enumerate(dict.fromkeys(level.mode for level in levels)):
-        color = f"C{number}"
-        rows = [level for level in levels if level.mode == mode]
-        x = [level.concurrency for level in rows]
-        axes[0].plot(x, [lv.tokens_per_s for lv in rows], marker="o", color=color, label=mode)
-        for q, style in ((50, "-"), (99, "--")):
-            axes[1].plot(
-                x,
-                [percentile(lv.ttft, q) * 1000 for lv in rows],
-                style,
-                color=color,
-                marker="o",
-                label=f"{mode} p{q}",
+def measure_raw(settings: Settings, batches: list[int], steps: int) -> dict[int, float]:
+    """Greedy tokens/s of ``Model.decode`` alone at each batch size, after one prefill."""
+    model = Model(settings)
+    model.load()
+    rates = {}
+    for size in batches:
+        prompts = [model.tokenizer.encode(prompt(i)) for i in range(size)]
+        logits, caches = model.prefill(prompts)
+        started = time.perf_counter()
+        for _ in range(steps):
+            logits, caches = model.decode([int(t) for t in np.argmax(logits, -1)], caches)
+        rates[size] = size * steps / (time.perf_counter() - started)
+    return rates
+
+
+async def measure(targets: dict[str, lib.Target], args: argparse.Namespace) -> list[dict]:
+    rows, requests = [], {}
+    for mode, target in targets.items():
+        reply = await lib.one_reply(target, target.request("/v1/models", method="GET"), "models")
+        model = json.loads(reply.body)["data"][0]["id"]
+        requests[mode] = [completion_request(target, model, i, args.max_tokens) for i in range(64)]
+    for streams in args.levels:
+        for mode, target in targets.items():
+            load = await lib.closed_loop(
+                target,
+                requests[mode],
+                streams,
+                args.duration,
+                warmup_s=0,
+                keep_body=True,
+                stagger_s=0.025,
             )
-            axes[2].plot(
-                x,
-                [percentile(lv.itl, q) * 1000 for lv in rows],
-                style,
-                color=color,
-                marker="o",
-                label=f"{mode} p{q}",
-            )
-    titles = (
-        "generated tokens/s (aggregate)",
-        "time to first token (ms)",
-        "inter-token latency (ms)",
-    )
-    for axis, title in zip(axes, titles, strict=True):
-        axis.set_title(title)
-        axis.set_xlabel("concurrent streams")
-        axis.set_xscale("log", base=2)
-        axis.grid(True, alpha=0.3)
-        axis.legend(fontsize=8)
-    axes[1].set_yscale("log")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+            rows.append(summarise(mode, load))
+            print(lib.table(COLUMNS, [cells(rows[-1])]).splitlines()[-1], flush=True)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model-path", type=Path, default=Settings.model_fields["model_path"].default
-    )
     parser.add_argument("--url", help="benchmark this running server instead of starting two")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--max-tokens", type=int, default=128, help="longest completion")
     parser.add_argument(
-        "--requests", type=int, default=0, help="per level; default max(16, 2 x streams)"
+        "--levels",
+        type=lambda t: [int(x) for x in t.split(",")],
+        default=[1, 8, 32],
+        help="concurrent streams, comma-separated",
     )
+    parser.add_argument("--max-tokens", type=int, default=128, help="longest completion")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per level, at least")
     parser.add_argument("--threads", type=int, default=1, help="INTRA_OP_THREADS of the servers")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--api-key", default=os.environ.get(f"{ENV_PREFIX}API_KEY"))
     args = parser.parse_args()
-
-    levels: list[Level] = []
-    servers: dict[str, tuple[subprocess.Popen[bytes] | None, str]] = {}
-    try:
+    machine = lib.note_machine()
+    settings = Settings(intra_op_threads=args.threads)
+    if not settings.model_path.exists():
+        raise SystemExit(f"{settings.model_path} does not exist: run `make model` first")
+    raw = measure_raw(settings, sorted({1, max(args.levels)}), steps=32)
+    print(
+        "raw model, greedy decode tokens/s by batch size:",
+        {size: round(rate) for size, rate in raw.items()},
+    )
+    with ExitStack() as stack:
+        targets = {}
         if args.url:
-            servers["server"] = (None, args.url)
-        elif not args.model_path.exists():
-            raise SystemExit(f"{args.model_path} does not exist: run `make model` first")
-        else:  # both up at once, levels interleaved: load on the machine drifts alike for both
-            for mode, running in MODES.items():
-                servers[mode] = start_server(args.model_path, running, args.threads)
-        for concurrency in args.concurrency:
-            for mode, (_, url) in servers.items():
-                requests = args.requests or max(16, 2 * concurrency)
-                level = asyncio.run(run_level(url, mode, concurrency, requests, args.max_tokens))
-                levels.append(level)
-                print(table([level]).splitlines()[-1], flush=True)
-    finally:
-        for server, _ in servers.values():
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=60)
-    levels.sort(key=lambda level: (list(servers).index(level.mode), level.concurrency))
-
+            url = urlsplit(args.url)
+            targets["as-is"] = lib.Target(url.hostname or "127.0.0.1", url.port or 80, args.api_key)
+        for mode, running in {} if args.url else MODES.items():
+            config = {
+                "MAX_RUNNING_SEQUENCES": running,
+                "MAX_WAITING_SEQUENCES": "1024",
+                "REQUEST_TIMEOUT_S": "3600",
+                "LOG_LEVEL": "WARNING",
+                "INTRA_OP_THREADS": str(args.threads),
+            }
+            log = args.out / f"service-{running}.log"
+            port, _ = stack.enter_context(lib.service(config, log))
+            targets[mode] = lib.Target("127.0.0.1", port, args.api_key)
+        rows = lib.run(measure(targets, args))
+    rows.sort(key=lambda row: (list(targets).index(row["mode"]), row["streams"]))
     print()
-    print(table(levels))
-    by = {(lv.mode, lv.concurrency): lv for lv in levels}
-    top = max(args.concurrency)
+    print(lib.table(COLUMNS, [cells(row) for row in rows]))
+    by = {(row["mode"], row["streams"]): row for row in rows}
+    top, low = max(args.levels), min(args.levels)
     batched, single = by.get(("continuous batching", top)), by.get(("one at a time", top))
-    idle = by.get(("continuous batching", min(args.concurrency)))
-    if batched and single and idle:
-        speedup = batched.tokens_per_s / single.tokens_per_s
-        ttft_ratio = percentile(batched.ttft, 50) / percentile(idle.ttft, 50)
+    if batched and single and single["tokens_per_s"]:
+        speedup = batched["tokens_per_s"] / single["tokens_per_s"]
+        ttft_ratio = batched["ttft_p50_ms"] / by[(batched["mode"], low)]["ttft_p50_ms"]
         print(
-            f"\nat {top} streams: continuous batching gives {speedup:.1f}x the tokens/s "
-            "of one at a time;"
+            f"at {top} streams: continuous batching gives {speedup:.1f}x the tokens/s of one "
+            f"at a time; TTFT p50 {ttft_ratio:.1f}x its value at {low} stream(s)"
         )
-        print(f"TTFT p50 is {ttft_ratio:.1f}x its value at {idle.concurrency} stream(s)")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "llm.json").write_text(json.dumps([lv.summary() for lv in levels], indent=2) + "\n")
-    plot(levels, args.out / "llm.png")
-    print(f"wrote {args.out / 'llm.json'} and {args.out / 'llm.png'}")
+    lib.write_json(
+        args.out / "llm.json", {"raw_tokens_per_s": raw, "served": rows, "machine": machine}
+    )
+    modes = dict.fromkeys(row["mode"] for row in rows)
+    lib.plot(
+        args.out / "llm.png",
+        f"POST /v1/completions (streamed); {machine['cpus']} CPUs",
+        {
+            title: {m: [(r["streams"], r[key]) for r in rows if r["mode"] == m] for m in modes}
+            for title, key in (
+                ("generated tokens/s", "tokens_per_s"),
+                ("TTFT p50 (ms)", "ttft_p50_ms"),
+                ("ITL p50 (ms)", "itl_p50_ms"),
+            )
+        },
+        {f"raw decode, batch {size}": rate for size, rate in raw.items()},
+    )
 
 
 if __name__ == "__main__":
