@@ -15,6 +15,7 @@ COMMON = {
     "compose.yaml",
     "pyproject.toml",
     "scripts/bench.py",
+    "scripts/benchlib.py",
     "scripts/make_demo_model.py",
     "scripts/template_sync.py",
     f"{PACKAGE}/__init__.py",
