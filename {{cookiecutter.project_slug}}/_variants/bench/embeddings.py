@@ -98,7 +98,7 @@ async def sweep(
                 "req_per_s": load.ok_per_s,
                 "items_per_s": load.ok_per_s * args.inputs_per_request,
                 **{f"p{q}_ms": load.latency_ms(q) for q in (50, 90, 99)},
-                "errors": load.statuses,
+                "statuses": load.statuses,
                 "server_cpu": load.server_cpu,
                 "client_ms_per_request": load.client_ms_per_request(),
             }
@@ -108,7 +108,7 @@ async def sweep(
 
 
 def cells(row: dict[str, Any]) -> list[object]:
-    errors = {code: n for code, n in row["errors"].items() if code != 200}
+    errors = {code: n for code, n in row["statuses"].items() if code != 200}
     figures = ("req_per_s", "items_per_s", "p50_ms", "p90_ms", "p99_ms")
     return [
         row["mode"],
