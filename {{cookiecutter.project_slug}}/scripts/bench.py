@@ -32,21 +32,18 @@ import argparse
 import asyncio
 import io
 import json
-import os
 import statistics
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 import benchlib as lib
 from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.serving.warmup import warmup_batch_sizes
-from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings
+from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.vision.v2 import NUMPY_TO_V2
 
 CONFIGS: dict[str, dict[str, str]] = {
@@ -138,10 +135,13 @@ def batch_totals(target: lib.Target) -> tuple[float, float] | None:
     return (totals["sum"], totals["count"]) if len(totals) == 2 else None
 
 
+COLUMNS = ["mode", "conc", "req/s", "p50 ms", "p99 ms", "batch", "cpu", "statuses"]
+
+
 async def sweep(
-    name: str, target: lib.Target, request: bytes, args: argparse.Namespace, pid: int | None
+    mode: str, target: lib.Target, request: bytes, args: argparse.Namespace, pid: int | None
 ) -> list[dict[str, Any]]:
-    await lib.one_reply(target, request, f"{name}: the first request")
+    await lib.one_reply(target, request, f"{mode}: the first request")
     rows = []
     for concurrency in args.levels:
         before = await asyncio.to_thread(batch_totals, target)
@@ -149,29 +149,22 @@ async def sweep(
             target, [request], concurrency, args.duration, warmup_s=args.warmup, server_pid=pid
         )
         after = await asyncio.to_thread(batch_totals, target)
-        calls = (after[1] - before[1]) if before and after else 0
-        row = {
-            "concurrency": concurrency,
-            "req_per_s": load.ok_per_s,
-            "p50_ms": load.latency_ms(50),
-            "p99_ms": load.latency_ms(99),
-            "mean_batch": (after[0] - before[0]) / calls if before and after and calls else None,
-            "server_cpu": load.server_cpu,
-            "client_ms_per_request": load.client_ms_per_request(),
-            "statuses": load.statuses,
-        }
-        rows.append(row)
-        print(f"  {name:<9} c={concurrency:<4} " + "  ".join(cells(row)), flush=True)
+        calls = after[1] - before[1] if before and after else 0
+        batch = (after[0] - before[0]) / calls if before and after and calls else None
+        rows.append({**lib.summary(mode, load), "mean_batch": batch})
+        print(lib.table(COLUMNS, [cells(rows[-1])]).splitlines()[-1], flush=True)
     return rows
 
 
-def cells(row: dict[str, Any]) -> list[str]:
+def cells(row: dict[str, Any]) -> list[object]:
+    figures = [lib.fmt(row[key], 2) for key in ("req_per_s", "p50_ms", "p99_ms")]
     return [
-        lib.fmt(row["req_per_s"]),
-        lib.fmt(row["p50_ms"], 2),
-        lib.fmt(row["p99_ms"], 2),
+        row["mode"],
+        row["concurrency"],
+        *figures,
         lib.fmt(row["mean_batch"]),
         lib.fmt(row["server_cpu"], 2),
+        row["statuses"],
     ]
 
 
@@ -179,7 +172,7 @@ async def overload(
     target: lib.Target, request: bytes, args: argparse.Namespace, pid: int | None
 ) -> dict[str, Any]:
     connections = args.overload_factor * args.target_concurrency
-    print(f"  overload: {connections} connections ...", flush=True)
+    print(f"overload: {connections} connections ...", flush=True)
     load = await lib.closed_loop(target, [request], connections, args.duration, server_pid=pid)
     ready_s = await asyncio.to_thread(lib.wait_ready, f"{target.url}/health/ready", 30, None)
     started = time.perf_counter()
@@ -196,32 +189,25 @@ async def overload(
 async def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     path, body, headers = REQUESTS[args.request](settings.model_name)
     data: dict[str, Any] = {"request": f"{args.request}: POST {path}, {len(body)} bytes"}
-    series: dict[str, list[dict[str, Any]]] = {}
     with lib.body_only({}, args.out / "body-only.log") as (port, pid):
         target = lib.Target("127.0.0.1", port)
-        series["body-only"] = await sweep(
-            "body-only", target, target.request("/", body, headers), args, pid
-        )
+        rows = await sweep("body-only", target, target.request("/", body, headers), args, pid)
     if args.url:
-        url = urlsplit(args.url)
-        target = lib.Target(url.hostname or "127.0.0.1", url.port or 80, args.api_key)
-        series["as-is"] = await sweep(
-            "as-is", target, target.request(path, body, headers), args, None
-        )
-        return {**data, "series": series}
-    for index, name in enumerate(args.configs.split(",")):
-        with lib.service(CONFIGS[name], args.out / f"service-{name}.log") as (port, pid):
+        target = lib.url_target(args.url, args.api_key)
+        rows += await sweep("as-is", target, target.request(path, body, headers), args, None)
+    for index, mode in enumerate([] if args.url else args.configs.split(",")):
+        with lib.service(CONFIGS[mode], args.out / f"service-{mode}.log") as (port, pid):
             target = lib.Target("127.0.0.1", port, args.api_key)
             request = target.request(path, body, headers)
-            series[name] = await sweep(name, target, request, args, pid)
+            rows += await sweep(mode, target, request, args, pid)
             if index == 0 and not args.no_overload:
                 data["overload"] = await overload(target, request, args, pid)
-    return {**data, "series": series}
+    return {**data, "served": rows}
 
 
 def report(data: dict[str, Any], args: argparse.Namespace) -> None:
-    raw, series = data["raw"], data["series"]
-    body_peak = max(row["req_per_s"] for row in series["body-only"])
+    raw, rows = data["raw"], data["served"]
+    body_peak = max(row["req_per_s"] for row in rows if row["mode"] == "body-only")
     limit = data["serial_sum_limit_req_per_s"] = 1 / (1 / raw["best_items_per_s"] + 1 / body_peak)
     sizes = ", ".join(f"{b}: {v:.0f}" for b, v in raw["items_per_s"].items())
     print(f"\nrequest: {data['request']}")
@@ -231,29 +217,20 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> None:
     )
     print(f"body-only: best {body_peak:.0f} req/s; serial-sum limit {limit:.0f} req/s")
     print("batch: mean items per model call; cpu: cores the server process kept busy")
-    names = list(series)
-    columns = [
-        "conc",
-        *(f"{n} {c}" for n in names for c in ("req/s", "p50", "p99", "batch", "cpu")),
-    ]
-    rows = [
-        [lv, *(c for n in names for c in cells(series[n][i]))] for i, lv in enumerate(args.levels)
-    ]
-    print(lib.table(columns, rows))
+    print(lib.table(COLUMNS, [cells(row) for row in rows]))
+    served = [row for row in rows if row["mode"] != "body-only"]
+    at = {row["concurrency"]: row for row in served if row["mode"] == served[0]["mode"]}
     verdicts = data["verdicts"] = {}
-    head = series[names[1]] if len(names) > 1 else []
-    at = {row["concurrency"]: row for row in head}
-    if args.target_concurrency in at:
-        row = at[args.target_concurrency]
+    if row := at.get(args.target_concurrency):
         verdicts["share_of_limit_at_target"] = share = row["req_per_s"] / limit
         print(
-            f"{names[1]} at {args.target_concurrency}: {share:.0%} of the limit "
+            f"{row['mode']} at {args.target_concurrency}: {share:.0%} of the limit "
             f"(target >= {TARGET_SHARE:.0%}); load generator "
             f"{row['client_ms_per_request']:.3f} ms of CPU per request"
         )
-    if 1 in at:
-        verdicts["p50_at_1_over_raw_ms"] = extra = at[1]["p50_ms"] - raw["single_item_p50_ms"]
-        print(f"{names[1]} at 1: p50 = raw single item + {extra:.2f} ms (target <= 1 ms)")
+    if row := at.get(1):
+        verdicts["p50_at_1_over_raw_ms"] = extra = row["p50_ms"] - raw["single_item_p50_ms"]
+        print(f"{row['mode']} at 1: p50 = raw single item + {extra:.2f} ms (target <= 1 ms)")
     if overload := data.get("overload"):
         others = {k: v for k, v in overload["statuses"].items() if k not in (200, 503, 504)}
         verdicts["overload_only_200_503_504"] = not others
@@ -266,24 +243,14 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="benchmark this running service instead of starting one")
+    parser = lib.arguments(__doc__, [1, 2, 4, 8, 16, 32, 64, 128], duration_s=3.0)
     parser.add_argument("--request", choices=sorted(REQUESTS), default="v2-binary")
-    parser.add_argument(
-        "--levels",
-        type=lambda t: [int(x) for x in t.split(",")],
-        default=[1, 2, 4, 8, 16, 32, 64, 128],
-        help="comma-separated",
-    )
-    parser.add_argument("--duration", type=float, default=3.0, help="seconds per measurement")
-    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before each one")
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds before each level")
     parser.add_argument("--raw-seconds", type=float, default=0.5, help="per raw batch size")
     parser.add_argument("--target-concurrency", type=int, default=32)
     parser.add_argument("--overload-factor", type=int, default=10)
     parser.add_argument("--no-overload", action="store_true")
     parser.add_argument("--configs", default="dynamic,none", help=f"of {', '.join(CONFIGS)}")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--api-key", default=os.environ.get(f"{ENV_PREFIX}API_KEY"))
     args = parser.parse_args()
     machine = lib.note_machine()
     settings = Settings()
@@ -293,23 +260,13 @@ def main() -> None:
     data = {**lib.run(measure(args, settings)), "raw": raw, "machine": machine}
     report(data, args)
     lib.write_json(args.out / "bench.json", data)
-    limit = data["serial_sum_limit_req_per_s"]
+    limit, best = data["serial_sum_limit_req_per_s"], raw["best_items_per_s"]
     lib.plot(
         args.out / "bench.png",
         f"{data['request']}; {machine['cpus']} CPUs, load {machine['load_average_before']}",
-        {
-            figure: {
-                n: [(r["concurrency"], r[key]) for r in rows] for n, rows in data["series"].items()
-            }
-            for figure, key in (
-                ("requests/s (200 only)", "req_per_s"),
-                ("p99 latency (ms)", "p99_ms"),
-            )
-        },
-        {
-            f"limit {limit:.0f} req/s": limit,
-            f"raw model {raw['best_items_per_s']:.0f} items/s": raw["best_items_per_s"],
-        },
+        data["served"],
+        {"requests/s (200 only)": "req_per_s", "p99 latency (ms)": "p99_ms"},
+        {f"limit {limit:.0f} req/s": limit, f"raw model {best:.0f} items/s": best},
     )
 
 

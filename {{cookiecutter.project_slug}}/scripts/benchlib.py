@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -39,6 +40,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:  # run from a checkout without `make install`
@@ -92,10 +96,6 @@ class Reply:
     @property
     def first_byte_ms(self) -> float:
         return (self.chunks[0][0] - self.sent) * 1000 if self.chunks else math.nan
-
-    @property
-    def body_bytes(self) -> int:
-        return sum(size for _, size in self.chunks)
 
 
 async def read_reply(reader: asyncio.StreamReader, sent: float, keep_body: bool) -> Reply:
@@ -156,14 +156,21 @@ class Load:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    return float(np.percentile(values, q)) if len(values) else math.nan
+
+
+def summary(mode: str, load: Load) -> dict[str, Any]:
+    """The figures every workload reports for one level (each adds its own)."""
+    return {
+        "mode": mode,
+        "concurrency": load.concurrency,
+        "req_per_s": load.ok_per_s,
+        "p50_ms": load.latency_ms(50),
+        "p99_ms": load.latency_ms(99),
+        "statuses": load.statuses,
+        "server_cpu": load.server_cpu,
+        "client_ms_per_request": load.client_ms_per_request(),
+    }
 
 
 def process_cpu_seconds(pid: int | None) -> float | None:
@@ -382,7 +389,30 @@ def serve_body_only() -> None:
     )
 
 
-# --- report --------------------------------------------------------------------------------
+# --- command line and report ----------------------------------------------------------------
+def arguments(doc: str, levels: list[int], duration_s: float) -> argparse.ArgumentParser:
+    """The options every workload's benchmark takes; each adds its own."""
+    parser = argparse.ArgumentParser(
+        description=doc.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", help="measure this running service, as it is configured")
+    parser.add_argument(
+        "--levels",
+        type=lambda text: [int(part) for part in text.split(",")],
+        default=levels,
+        help=f"concurrent connections, comma-separated (default {','.join(map(str, levels))})",
+    )
+    parser.add_argument("--duration", type=float, default=duration_s, help="seconds per level")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--api-key", default=os.environ.get(f"{ENV_PREFIX}API_KEY"))
+    return parser
+
+
+def url_target(url: str, api_key: str | None) -> Target:
+    parts = urlsplit(url)
+    return Target(parts.hostname or "127.0.0.1", parts.port or 80, api_key)
+
+
 def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
 
@@ -412,20 +442,23 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 def plot(
     path: Path,
     title: str,
-    panels: dict[str, dict[str, list[tuple[int, float]]]],
+    rows: list[dict[str, Any]],
+    figures: dict[str, str],
     lines: dict[str, float] | None = None,
 ) -> None:
-    """One panel per figure (its title -> series name -> (concurrency, value)), log-2 x axis;
+    """One panel per figure (its title -> a row key), one line per mode, against concurrency;
     ``lines``: horizontal reference lines (label -> value) on the first panel."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for axis, (name, series) in zip(axes[0], panels.items(), strict=True):
-        for label, points in series.items():
-            axis.plot(*zip(*points, strict=True), marker="o", label=label)
+    figure, axes = plt.subplots(1, len(figures), figsize=(5 * len(figures), 4), squeeze=False)
+    for axis, (name, key) in zip(axes[0], figures.items(), strict=True):
+        for mode in dict.fromkeys(row["mode"] for row in rows):
+            points = [(row["concurrency"], row[key]) for row in rows if row["mode"] == mode]
+            if not all(value is None for _, value in points):
+                axis.plot(*zip(*points, strict=True), marker="o", label=mode)
         axis.set(title=name, xlabel="concurrent connections")
         axis.set_xscale("log", base=2)
         axis.grid(True, alpha=0.3)
