@@ -52,7 +52,7 @@ def check_vision(out: Path) -> None:
 def check_llm(out: Path) -> None:
     data = json.loads((out / "llm.json").read_text())
     assert set(data["raw_tokens_per_s"]) == {"1", "2"}
-    modes = [(row["mode"], row["streams"]) for row in data["served"]]
+    modes = [(row["mode"], row["concurrency"]) for row in data["served"]]
     assert modes == [(m, s) for m in ("continuous batching", "one at a time") for s in (1, 2)]
     for row in data["served"]:
         assert row["requests"] > 0 and row["errors"] == 0, row

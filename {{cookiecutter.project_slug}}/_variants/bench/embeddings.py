@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import benchlib as lib
 from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.serving.warmup import warmup_batch_sizes
-from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings
+from {{ cookiecutter.package_name }}.settings import Settings
 
 MODES: dict[str, dict[str, str]] = {
     "batching on": {"MAX_BATCH_SIZE": "32", "MAX_BATCH_WAIT_MS": "2"},
@@ -91,18 +88,9 @@ async def sweep(
     rows = []
     for concurrency in args.levels:
         load = await lib.closed_loop(target, requests, concurrency, args.duration, server_pid=pid)
-        rows.append(
-            {
-                "mode": mode,
-                "concurrency": concurrency,
-                "req_per_s": load.ok_per_s,
-                "items_per_s": load.ok_per_s * args.inputs_per_request,
-                **{f"p{q}_ms": load.latency_ms(q) for q in (50, 90, 99)},
-                "statuses": load.statuses,
-                "server_cpu": load.server_cpu,
-                "client_ms_per_request": load.client_ms_per_request(),
-            }
-        )
+        items_per_s = load.ok_per_s * args.inputs_per_request
+        row = {**lib.summary(mode, load), "items_per_s": items_per_s}
+        rows.append({**row, "p90_ms": load.latency_ms(90)})
         print(lib.table(COLUMNS, [cells(rows[-1])]).splitlines()[-1], flush=True)
     return rows
 
@@ -126,8 +114,7 @@ async def measure(args: argparse.Namespace, settings: Settings) -> list[dict[str
         requests = embedding_requests(target, settings.model_name, args.inputs_per_request)
         rows += await sweep("body-only", target, requests, args, pid)
     if args.url:
-        url = urlsplit(args.url)
-        target = lib.Target(url.hostname or "127.0.0.1", url.port or 80, args.api_key)
+        target = lib.url_target(args.url, args.api_key)
         requests = embedding_requests(target, settings.model_name, args.inputs_per_request)
         return rows + await sweep("as-is", target, requests, args, None)
     for mode, config in MODES.items():
@@ -141,19 +128,9 @@ async def measure(args: argparse.Namespace, settings: Settings) -> list[dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running service; default: start it, batching on and off")
-    parser.add_argument(
-        "--levels",
-        type=lambda t: [int(x) for x in t.split(",")],
-        default=[1, 4, 16, 64],
-        help="concurrent clients, comma-separated",
-    )
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per level")
+    parser = lib.arguments(__doc__, [1, 4, 16, 64], duration_s=5.0)
     parser.add_argument("--inputs-per-request", type=int, default=1)
     parser.add_argument("--raw-seconds", type=float, default=0.5, help="per raw batch size")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--api-key", default=os.environ.get(f"{ENV_PREFIX}API_KEY"))
     args = parser.parse_args()
     machine = lib.note_machine()
     settings = Settings()
@@ -166,16 +143,13 @@ def main() -> None:
     print()
     print(lib.table(COLUMNS, [cells(row) for row in rows]))
     lib.write_json(args.out / "bench.json", {"raw": raw, "served": rows, "machine": machine})
-    modes = dict.fromkeys(row["mode"] for row in rows if row["mode"] != "body-only")
     best = max(raw["items_per_s"].values())
     lib.plot(
         args.out / "bench.png",
         f"POST /v1/embeddings, {args.inputs_per_request} input(s) per request; "
         f"{machine['cpus']} CPUs",
-        {
-            title: {m: [(r["concurrency"], r[key]) for r in rows if r["mode"] == m] for m in modes}
-            for title, key in (("items/s", "items_per_s"), ("p99 latency (ms)", "p99_ms"))
-        },
+        [row for row in rows if row["mode"] != "body-only"],
+        {"items/s": "items_per_s", "p99 latency (ms)": "p99_ms"},
         {f"raw model {best:.0f} items/s": best},
     )
 

@@ -27,18 +27,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 import benchlib as lib
 from {{ cookiecutter.package_name }}.model import Model
-from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings
+from {{ cookiecutter.package_name }}.settings import Settings
 
 JSON = {"Content-Type": "application/json"}
 MODES = {"continuous batching": "32", "one at a time": "1"}  # MAX_RUNNING_SEQUENCES
@@ -85,8 +82,7 @@ def summarise(mode: str, load: lib.Load) -> dict[str, Any]:
             ttft.append((times[0] - reply.sent) * 1000)
             itl += [(b - a) * 1000 for a, b in itertools.pairwise(times)]
     return {
-        "mode": mode,
-        "streams": load.concurrency,
+        **lib.summary(mode, load),
         "requests": len(load.ok),
         "errors": len(load.replies) - len(load.ok),
         "tokens_per_s": tokens / load.seconds,
@@ -94,14 +90,13 @@ def summarise(mode: str, load: lib.Load) -> dict[str, Any]:
         "ttft_p99_ms": lib.percentile(ttft, 99),
         "itl_p50_ms": lib.percentile(itl, 50),
         "itl_p99_ms": lib.percentile(itl, 99),
-        "client_ms_per_request": load.client_ms_per_request(),
     }
 
 
 def cells(row: dict[str, Any]) -> list[object]:
     return [
         row["mode"],
-        row["streams"],
+        row["concurrency"],
         row["requests"],
         row["errors"],
         lib.fmt(row["tokens_per_s"], 0),
@@ -154,19 +149,9 @@ async def measure(targets: dict[str, lib.Target], args: argparse.Namespace) -> l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="benchmark this running server instead of starting two")
-    parser.add_argument(
-        "--levels",
-        type=lambda t: [int(x) for x in t.split(",")],
-        default=[1, 8, 32],
-        help="concurrent streams, comma-separated",
-    )
+    parser = lib.arguments(__doc__, [1, 8, 32], duration_s=5.0)
     parser.add_argument("--max-tokens", type=int, default=128, help="longest completion")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per level, at least")
     parser.add_argument("--threads", type=int, default=1, help="INTRA_OP_THREADS of the servers")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--api-key", default=os.environ.get(f"{ENV_PREFIX}API_KEY"))
     args = parser.parse_args()
     machine = lib.note_machine()
     settings = Settings(intra_op_threads=args.threads)
@@ -180,8 +165,7 @@ def main() -> None:
     with ExitStack() as stack:
         targets = {}
         if args.url:
-            url = urlsplit(args.url)
-            targets["as-is"] = lib.Target(url.hostname or "127.0.0.1", url.port or 80, args.api_key)
+            targets["as-is"] = lib.url_target(args.url, args.api_key)
         for mode, running in {} if args.url else MODES.items():
             config = {
                 "MAX_RUNNING_SEQUENCES": running,
@@ -194,10 +178,10 @@ def main() -> None:
             port, _ = stack.enter_context(lib.service(config, log))
             targets[mode] = lib.Target("127.0.0.1", port, args.api_key)
         rows = lib.run(measure(targets, args))
-    rows.sort(key=lambda row: (list(targets).index(row["mode"]), row["streams"]))
+    rows.sort(key=lambda row: (list(targets).index(row["mode"]), row["concurrency"]))
     print()
     print(lib.table(COLUMNS, [cells(row) for row in rows]))
-    by = {(row["mode"], row["streams"]): row for row in rows}
+    by = {(row["mode"], row["concurrency"]): row for row in rows}
     top, low = max(args.levels), min(args.levels)
     batched, single = by.get(("continuous batching", top)), by.get(("one at a time", top))
     if batched and single and single["tokens_per_s"]:
@@ -210,18 +194,12 @@ def main() -> None:
     lib.write_json(
         args.out / "llm.json", {"raw_tokens_per_s": raw, "served": rows, "machine": machine}
     )
-    modes = dict.fromkeys(row["mode"] for row in rows)
     lib.plot(
         args.out / "llm.png",
         f"POST /v1/completions (streamed); {machine['cpus']} CPUs",
-        {
-            title: {m: [(r["streams"], r[key]) for r in rows if r["mode"] == m] for m in modes}
-            for title, key in (
-                ("generated tokens/s", "tokens_per_s"),
-                ("TTFT p50 (ms)", "ttft_p50_ms"),
-                ("ITL p50 (ms)", "itl_p50_ms"),
-            )
-        },
+        rows,
+        {"generated tokens/s": "tokens_per_s", "TTFT p50 (ms)": "ttft_p50_ms"}
+        | {"ITL p50 (ms)": "itl_p50_ms"},
         {f"raw decode, batch {size}": rate for size, rate in raw.items()},
     )
 

@@ -23,17 +23,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import benchlib as lib
 from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.serving.warmup import warmup_batch_sizes
-from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings
+from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.tts.audio import wav_header
 from {{ cookiecutter.package_name }}.tts.text_chunks import split_text
 
@@ -91,21 +88,16 @@ async def sweep(
         load = await lib.closed_loop(
             target, requests, concurrency, args.duration, server_pid=pid, waves=3
         )
-        audio = sum(r.body_bytes - header_bytes for r in load.ok) / 2 / sample_rate
+        samples = sum(sum(n for _, n in r.chunks) - header_bytes for r in load.ok) / 2
         first = [reply.first_byte_ms for reply in load.ok]
         rows.append(
             {
-                "mode": mode,
-                "concurrency": concurrency,
-                "req_per_s": load.ok_per_s,
-                "audio_s_per_s": None if mode == "body-only" else audio / load.seconds,
-                "p50_ms": load.latency_ms(50),
-                "p99_ms": load.latency_ms(99),
+                **lib.summary(mode, load),
+                "audio_s_per_s": None
+                if mode == "body-only"
+                else samples / sample_rate / load.seconds,
                 "first_audio_p50_ms": lib.percentile(first, 50),
                 "first_audio_p99_ms": lib.percentile(first, 99),
-                "statuses": load.statuses,
-                "server_cpu": load.server_cpu,
-                "client_ms_per_request": load.client_ms_per_request(),
             }
         )
         print(lib.table(COLUMNS, [cells(rows[-1])]).splitlines()[-1], flush=True)
@@ -131,8 +123,7 @@ async def measure(args: argparse.Namespace, settings: Settings, model: Model) ->
         requests = speech_requests(target, settings.model_name, model.voices)
         rows += await sweep("body-only", target, requests, args, rate, pid)
     if args.url:
-        url = urlsplit(args.url)
-        target = lib.Target(url.hostname or "127.0.0.1", url.port or 80, args.api_key)
+        target = lib.url_target(args.url, args.api_key)
         requests = speech_requests(target, settings.model_name, model.voices)
         return rows + await sweep("as-is", target, requests, args, rate, None)
     for name, config in CONFIGS.items():
@@ -144,18 +135,8 @@ async def measure(args: argparse.Namespace, settings: Settings, model: Model) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", help="a running service (default: start one per batching mode)")
-    parser.add_argument(
-        "--levels",
-        type=lambda t: [int(x) for x in t.split(",")],
-        default=[1, 4, 16, 64],
-        help="concurrent clients, comma-separated",
-    )
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per level, at least")
+    parser = lib.arguments(__doc__, [1, 4, 16, 64], duration_s=5.0)
     parser.add_argument("--raw-seconds", type=float, default=1.0, help="per raw batch size")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--api-key", default=os.environ.get(f"{ENV_PREFIX}API_KEY"))
     args = parser.parse_args()
     machine = lib.note_machine()
     settings = Settings()
@@ -168,18 +149,12 @@ def main() -> None:
     print(lib.table(COLUMNS, [cells(row) for row in rows]))
     data = {"text_chars": len(TEXT), "raw_audio_s_per_s": raw, "served": rows, "machine": machine}
     lib.write_json(args.out / "bench.json", data)
-    modes = dict.fromkeys(row["mode"] for row in rows if row["mode"] != "body-only")
     lib.plot(
         args.out / "bench.png",
         f"POST /v1/audio/speech (WAV), {len(TEXT)} characters; {machine['cpus']} CPUs",
-        {
-            title: {m: [(r["concurrency"], r[key]) for r in rows if r["mode"] == m] for m in modes}
-            for title, key in (
-                ("audio seconds per second", "audio_s_per_s"),
-                ("p99 latency (ms)", "p99_ms"),
-                ("first audio p99 (ms)", "first_audio_p99_ms"),
-            )
-        },
+        [row for row in rows if row["mode"] != "body-only"],
+        {"audio seconds per second": "audio_s_per_s", "p99 latency (ms)": "p99_ms"}
+        | {"first audio p99 (ms)": "first_audio_p99_ms"},
         {f"raw model {max(raw.values()):.0f} audio s/s": max(raw.values())},
     )
 
