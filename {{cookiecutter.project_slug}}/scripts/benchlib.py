@@ -461,6 +461,9 @@ def plot(
                 axis.plot(*zip(*points, strict=True), marker="o", label=mode)
         axis.set(title=name, xlabel="concurrent connections")
         axis.set_xscale("log", base=2)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        if key.endswith("_ms"):  # latencies span orders of magnitude
+            axis.set_yscale("log")
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
     for number, (label, value) in enumerate((lines or {}).items()):
