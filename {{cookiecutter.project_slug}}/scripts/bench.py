@@ -224,8 +224,8 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> None:
     if row := at.get(args.target_concurrency):
         verdicts["share_of_limit_at_target"] = share = row["req_per_s"] / limit
         print(
-            f"{row['mode']} at {args.target_concurrency}: {share:.0%} of the limit "
-            f"(target >= {TARGET_SHARE:.0%}); load generator "
+            f"{row['mode']} at {args.target_concurrency}: {share * 100:.0f}% of the limit "
+            f"(target >= {TARGET_SHARE * 100:.0f}%); load generator "
             f"{row['client_ms_per_request']:.3f} ms of CPU per request"
         )
     if row := at.get(1):
