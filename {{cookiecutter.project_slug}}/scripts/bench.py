@@ -189,7 +189,7 @@ async def overload(
 async def measure(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
     path, body, headers = REQUESTS[args.request](settings.model_name)
     data: dict[str, Any] = {"request": f"{args.request}: POST {path}, {len(body)} bytes"}
-    with lib.body_only({}, args.out / "body-only.log") as (port, pid):
+    with lib.service({}, args.out / "body-only.log", body_only=True) as (port, pid):
         target = lib.Target("127.0.0.1", port)
         rows = await sweep("body-only", target, target.request("/", body, headers), args, pid)
     if args.url:

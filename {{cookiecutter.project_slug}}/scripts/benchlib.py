@@ -93,10 +93,6 @@ class Reply:
     def latency_ms(self) -> float:
         return (self.done - self.sent) * 1000
 
-    @property
-    def first_byte_ms(self) -> float:
-        return (self.chunks[0][0] - self.sent) * 1000 if self.chunks else math.nan
-
 
 async def read_reply(reader: asyncio.StreamReader, sent: float, keep_body: bool) -> Reply:
     """A Content-Length or chunked response, timing each body piece as it arrives."""
@@ -343,13 +339,11 @@ def spawned(
                 print(f"warning: {command[-1]} exited with code {code} (log: {log_path})")
 
 
-def service(settings: dict[str, str], log_path: Path) -> Any:
-    """The service as production starts it, ``python -m``, with these extra settings."""
-    return spawned([sys.executable, "-m", PACKAGE], settings, log_path, "/health/ready")
-
-
-def body_only(settings: dict[str, str], log_path: Path) -> Any:
-    """The body-only baseline (this file run as a script) with the service's settings."""
+def service(settings: dict[str, str], log_path: Path, *, body_only: bool = False) -> Any:
+    """The service as production starts it, ``python -m``, with these extra settings; or,
+    with ``body_only``, the baseline (this file run as a script) with the same settings."""
+    if not body_only:
+        return spawned([sys.executable, "-m", PACKAGE], settings, log_path, "/health/ready")
     command = [sys.executable, str(Path(__file__).resolve())]
     # uvicorn.run ends by re-raising the SIGTERM it handled: -15 is a clean exit here
     return spawned(command, settings, log_path, "/", clean_exits=(0, -signal.SIGTERM))
@@ -382,7 +376,7 @@ def serve_body_only() -> None:
 
     settings = Settings()
     uvicorn.run(
-        f"{Path(__file__).stem}:body_only_app",
+        f"{Path(__file__).stem}:{body_only_app.__name__}",
         app_dir=str(Path(__file__).resolve().parent),
         workers=settings.workers,
         **server_options(settings),

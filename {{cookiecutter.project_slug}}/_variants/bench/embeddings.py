@@ -109,7 +109,7 @@ def cells(row: dict[str, Any]) -> list[object]:
 
 async def measure(args: argparse.Namespace, settings: Settings) -> list[dict[str, Any]]:
     rows = []
-    with lib.body_only({}, args.out / "body-only.log") as (port, pid):
+    with lib.service({}, args.out / "body-only.log", body_only=True) as (port, pid):
         target = lib.Target("127.0.0.1", port)
         requests = embedding_requests(target, settings.model_name, args.inputs_per_request)
         rows += await sweep("body-only", target, requests, args, pid)

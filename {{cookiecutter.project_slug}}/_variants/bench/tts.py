@@ -89,7 +89,7 @@ async def sweep(
             target, requests, concurrency, args.duration, server_pid=pid, waves=3
         )
         samples = sum(sum(n for _, n in r.chunks) - header_bytes for r in load.ok) / 2
-        first = [reply.first_byte_ms for reply in load.ok]
+        first = [(r.chunks[0][0] - r.sent) * 1000 for r in load.ok if r.chunks]
         rows.append(
             {
                 **lib.summary(mode, load),
@@ -118,7 +118,7 @@ def cells(row: dict[str, Any]) -> list[object]:
 
 async def measure(args: argparse.Namespace, settings: Settings, model: Model) -> list[dict]:
     rate, rows = model.sample_rate, []
-    with lib.body_only({}, args.out / "body-only.log") as (port, pid):
+    with lib.service({}, args.out / "body-only.log", body_only=True) as (port, pid):
         target = lib.Target("127.0.0.1", port)
         requests = speech_requests(target, settings.model_name, model.voices)
         rows += await sweep("body-only", target, requests, args, rate, pid)
