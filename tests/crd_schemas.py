@@ -33,7 +33,7 @@ SCHEMAS = Path(__file__).resolve().parent / "schemas"
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a CRD's structural schema that refuses undeclared fields, as the API server does."""
+    """A copy of a CRD's structural schema that refuses undeclared fields, as the API server."""
     result = copy.deepcopy(schema)
     _close(result)
     return result
@@ -104,9 +104,7 @@ class CrdSchemas:
     def knows(self, document: dict[str, Any]) -> bool:
         return (document.get("apiVersion"), document.get("kind")) in self.versions
 
-    def validate(
-        self, document: dict[str, Any], kubernetes_version: str = "1.37.0"
-    ) -> list[str]:
+    def validate(self, document: dict[str, Any], kubernetes_version: str = "1.37.0") -> list[str]:
         """Every problem with ``document`` (an empty list when it is valid)."""
         crd = self.versions[(document["apiVersion"], document["kind"])]
         validator = jsonschema.Draft7Validator(crd.schema)
