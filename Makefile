@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
 
-.PHONY: demo test test-fast test-matrix test-update lint docs bench clean
+.PHONY: demo test test-fast test-matrix test-update lint docs bench clean tools
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -16,13 +16,26 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PYTHON) scripts/demo.py
 
+## tools: promtool and prometheus (Debian's prometheus package) for tests/test_prometheus.py
+# Installed only where promtool is missing; the package's own service is stopped (the tests
+# start their own Prometheus). Without root or apt this fails, and so would the tests.
+tools:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus && \
+		{ $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || \
+		  $$SUDO service prometheus stop >/dev/null 2>&1 || true; }; \
+	fi
+	@promtool --version | head -1
+
 ## test: lint, hook tests, the every-combination matrix, and the docs build
-test: $(STAMP) lint
+test: $(STAMP) tools lint
 	$(PYTHON) -m pytest -n $(JOBS) --dist loadgroup
 	$(MAKE) docs
 
 ## test-fast: everything but the generated projects' own test suites and the container runs
-test-fast: $(STAMP)
+test-fast: $(STAMP) tools
 	$(PYTHON) -m pytest -n $(JOBS) -m "not slow and not container"
 
 ## test-matrix: the combinations matching a pytest -k expression, e.g. SELECT="llm and torch"
