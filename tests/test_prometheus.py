@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -334,6 +335,18 @@ def live(baked, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Live
             log.close()
 
 
+def parse_time(value: str) -> float:
+    """An RFC 3339 time from the API (nanoseconds and all) as a Unix time."""
+    whole, _, fraction = value.rstrip("Z").partition(".")
+    zone = ""
+    for sign in "+-":
+        if sign in fraction:
+            fraction, _, offset = fraction.partition(sign)
+            zone = sign + offset
+    stamp = datetime.fromisoformat(whole + (zone or "+00:00"))
+    return stamp.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
+
+
 def wait_until(check: Any, what: str, timeout_s: float = 20) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -373,8 +386,8 @@ def check_dashboard(live: Live) -> None:
     for variable in board["templating"]["list"]:
         if variable["type"] != "query":
             continue
-        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["definition"])
-        assert match, variable["definition"]
+        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", variable["query"]["query"])
+        assert match, variable["query"]
         selector, label = match.groups()
         values = live.prometheus.api(
             f"label/{label}/values",
@@ -509,13 +522,22 @@ def test_prometheus_evaluates_every_dashboard_rule_and_autoscaler_query(live: Li
     time.sleep(2.5)  # two scrapes: every series now has a sample before the second round
     statuses += traffic(workload, f"http://{live.instance}", name)
     prometheus = live.prometheus
-    wait_until(
-        lambda: prometheus.instant(
-            f'inference_requests_total{{job="{live.job}", status="503"}}', "waits"
-        ),
-        "the 503s to be scraped",
-    )
-    time.sleep(2.5)  # and two more scrapes and rule evaluations after the traffic
+    finished = time.time()
+    refused = f'sum(increase(inference_requests_total{{job="{live.job}", status="503"}}[1m])) > 0'
+
+    def scraped_since_traffic() -> bool:
+        targets = prometheus.api("targets", "waits")["activeTargets"]
+        return all(
+            target["health"] == "up" and parse_time(target["lastScrape"]) > finished + 1
+            for target in targets
+        ) and bool(prometheus.instant(refused, "waits"))
+
+    try:
+        wait_until(scraped_since_traffic, "a successful scrape after the traffic", 30)
+    except AssertionError:
+        print(json.dumps(prometheus.api("targets", "waits")["activeTargets"], indent=1))
+        raise
+    time.sleep(2)  # two more rule evaluations
     scraped = {
         s["metric"]["route"] for s in prometheus.instant("inference_requests_total", "waits")
     }
