@@ -4,7 +4,7 @@ PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
 
-.PHONY: demo test test-fast test-matrix test-update lint docs bench clean
+.PHONY: demo test test-fast test-matrix test-update lint docs bench clean tools system-tools
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -16,13 +16,38 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(PYTHON) scripts/demo.py
 
+## tools: what the tests need beyond Python: promtool and prometheus (Debian's prometheus
+# package) for tests/test_prometheus.py, node and npm for Grafana's dashboard schema
+# (tests/grafana-schema, pinned by its package-lock.json). Installed only where missing;
+# the prometheus package's own service is stopped (the tests start their own). Without
+# root (or sudo) and the registries this fails, and so would the tests: they never skip.
+GRAFANA_SCHEMA := tests/grafana-schema
+tools: system-tools $(GRAFANA_SCHEMA)/node_modules/.installed
+	@promtool --version | head -1
+
+system-tools:
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing="prometheus"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing && \
+		{ $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || \
+		  $$SUDO service prometheus stop >/dev/null 2>&1 || true; }; \
+	fi
+
+$(GRAFANA_SCHEMA)/node_modules/.installed: $(GRAFANA_SCHEMA)/package-lock.json | system-tools
+	cd $(GRAFANA_SCHEMA) && npm ci --silent --no-audit --no-fund
+	touch $@
+
 ## test: lint, hook tests, the every-combination matrix, and the docs build
-test: $(STAMP) lint
+test: $(STAMP) tools lint
 	$(PYTHON) -m pytest -n $(JOBS) --dist loadgroup
 	$(MAKE) docs
 
 ## test-fast: everything but the generated projects' own test suites and the container runs
-test-fast: $(STAMP)
+test-fast: $(STAMP) tools
 	$(PYTHON) -m pytest -n $(JOBS) -m "not slow and not container"
 
 ## test-matrix: the combinations matching a pytest -k expression, e.g. SELECT="llm and torch"
@@ -48,4 +73,4 @@ bench: $(STAMP)
 	$(PYTHON) scripts/bench_default.py
 
 clean:
-	rm -rf $(VENV) site .pytest_cache .ruff_cache .demo bench-results
+	rm -rf $(VENV) site .pytest_cache .ruff_cache .demo bench-results $(GRAFANA_SCHEMA)/node_modules

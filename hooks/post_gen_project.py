@@ -117,6 +117,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_gpu_metrics.py",
             "deploy/prometheus",
             "deploy/grafana",
+            "deploy/k8s/prometheusrule.yaml",  # with kubernetes=yes only
         ],
     },
     "kubernetes": {

@@ -108,6 +108,8 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         f"{PACKAGE}/metrics.py",
         "tests/test_metrics.py",
         "deploy/prometheus/prometheus.yml",
+        "deploy/prometheus/alerts.yml",
+        "deploy/prometheus/alerts.test.yml",
         "deploy/grafana/provisioning/datasources/datasource.yml",
         "deploy/grafana/provisioning/dashboards/dashboards.yml",
         "deploy/grafana/dashboards/inference.json",
@@ -135,6 +137,7 @@ BY_COMBINATION: list[tuple[dict[str, str], set[str]]] = [
     ),
     ({"workload": "embeddings", "backend": "onnxruntime"}, {"scripts/export_minilm_onnx.py"}),
     ({"workload": "llm", "monitoring": "prometheus"}, {f"{PACKAGE}/llm/metrics.py"}),
+    ({"kubernetes": "yes", "monitoring": "prometheus"}, {"deploy/k8s/prometheusrule.yaml"}),
 ]
 
 

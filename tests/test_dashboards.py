@@ -7,6 +7,12 @@ GPU in gpu builds), rendered as a scrape and parsed with prometheus-client.
 
 The dashboard only differs by workload and device, so one bake per (workload,
 device) pair covers every prometheus combination.
+
+Grafana publishes its dashboard schema as TypeScript types (``@grafana/schema``, generated
+from Grafana's CUE kinds; no JSON Schema of the classic dashboard JSON is published): each
+dashboard variant is checked against them by the TypeScript compiler, with excess-property
+checks, so an unknown or misspelt field or a wrong type fails. ``make tools`` installs the
+pinned packages of tests/grafana-schema.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +33,7 @@ from .combinations import DEFAULTS, OPTIONS
 from .conftest import assert_ok
 
 PACKAGE = "ai_service"
+GRAFANA_SCHEMA = Path(__file__).resolve().parent / "grafana-schema"
 SLUG = "ai-service"
 PAIRS = [(workload, device) for workload in OPTIONS["workload"] for device in OPTIONS["device"]]
 PAIR_IDS = [f"{workload}-{device}-prometheus" for workload, device in PAIRS]
@@ -179,7 +187,7 @@ def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
 def queries(board: dict[str, Any]) -> list[str]:
     exprs = [target["expr"] for panel in panels(board) for target in panel["targets"]]
     variables = board["templating"]["list"]
-    return exprs + [v["definition"] for v in variables if v["type"] == "query"]
+    return exprs + [v["query"]["query"] for v in variables if v["type"] == "query"]
 
 
 @pytest.mark.parametrize(("workload", "device"), PAIRS, ids=PAIR_IDS)
@@ -261,3 +269,43 @@ def test_metrics_route_exists_only_with_prometheus(baked, monitoring: str) -> No
     assert ("prometheus-client" in dependencies) == (monitoring == "prometheus")
     assert (project / "deploy/grafana").exists() == (monitoring == "prometheus")
     assert (project / "deploy/prometheus").exists() == (monitoring == "prometheus")
+
+
+# A dashboard JSON typed as Grafana's classic dashboard model. The generated types use
+# TypeScript enums, which JSON strings never are: Json<T> turns each into its string values.
+DASHBOARD_CHECK = """\
+import type {{ Dashboard }} from {types};
+
+type Json<T> = T extends string
+  ? `${{T}}`
+  : T extends (infer U)[]
+    ? Json<U>[]
+    : T extends object
+      ? {{ [K in keyof T]: Json<T[K]> }}
+      : T;
+
+export const dashboard: Json<Dashboard> = {board};
+"""
+
+
+def test_dashboards_match_grafanas_schema(baked, tmp_path: Path) -> None:
+    tsc = GRAFANA_SCHEMA / "node_modules" / ".bin" / "tsc"
+    types = GRAFANA_SCHEMA / "node_modules/@grafana/schema/dist/types/raw/dashboard/x/types.gen"
+    if not tsc.exists() or shutil.which("node") is None:
+        pytest.fail("Grafana's schema is not installed: `make tools` (needs node and npm)")
+    files = []
+    for (workload, device), name in zip(PAIRS, PAIR_IDS, strict=True):
+        text = (baked(workload, device) / DASHBOARD).read_text(encoding="utf-8")
+        check = tmp_path / f"{name}.ts"
+        check.write_text(DASHBOARD_CHECK.format(types=json.dumps(str(types)), board=text))
+        files.append(str(check))
+    result = subprocess.run(
+        [str(tsc), "--noEmit", "--strict", "--skipLibCheck", "--target", "es2022", *files],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, (
+        f"not Grafana's dashboard schema:\n{result.stdout}{result.stderr}"
+    )

@@ -2,7 +2,8 @@
 
 Per combination (each baked once per worker; its tests share an xdist group): hadolint
 passes on the Dockerfile at the strictest threshold; every Kubernetes manifest validates,
-strictly, against the pinned Kubernetes versions; compose.yaml and kustomization.yaml parse
+strictly, against the pinned Kubernetes versions (custom resources against their vendored
+upstream CRD schemas, tests/crd_schemas.py); compose.yaml and kustomization.yaml parse
 and reference only files that exist; the artefacts agree with each other and with the
 service (probes, drain budget, selectors, ports, users, setting names and values).
 
@@ -38,6 +39,7 @@ from cookiecutter.main import cookiecutter
 from .combinations import CONFIG, DEFAULTS, all_combinations, combination_id
 from .conftest import TEMPLATE
 from .container_dryrun import DryRun, DryRunError
+from .crd_schemas import SCHEMAS, CrdSchemas
 from .dockerfile import DockerIgnore, Stage, parse_file, stage_env
 
 # The oldest Kubernetes release the manifests support, and the newest the validator ships.
@@ -50,6 +52,8 @@ MANIFEST_KINDS = {
     "HorizontalPodAutoscaler",
     "PodDisruptionBudget",
 }
+# custom resources (kubernetes-validate knows only built-in kinds): their upstream CRD schemas
+CRDS = CrdSchemas.load(SCHEMAS / "prometheus-operator")
 SECURE_MARGIN_S = 5  # terminationGracePeriodSeconds beyond preStop pause + SHUTDOWN_TIMEOUT_S
 
 
@@ -273,6 +277,9 @@ def test_manifests_validate_strictly(baked, combination: dict[str, str]) -> None
             if key not in _VALIDATED:
                 problems = []
                 for document in yaml.safe_load_all(text):
+                    if CRDS.knows(document):
+                        problems += CRDS.validate(document, version)
+                        continue
                     try:
                         kubernetes_validate.validate(document, version, strict=True)
                     except (
@@ -313,7 +320,8 @@ def container_of(deployment: dict[str, Any]) -> dict[str, Any]:
 def test_manifests_agree_with_each_other_and_the_image(baked, combination: dict[str, str]) -> None:
     project = baked(combination)
     manifests = load_manifests(project)
-    assert set(manifests) == MANIFEST_KINDS
+    monitoring = combination["monitoring"] == "prometheus"
+    assert set(manifests) == MANIFEST_KINDS | ({"PrometheusRule"} if monitoring else set())
     deployment, service = manifests["Deployment"], manifests["Service"]
     hpa, pdb, config = (
         manifests["HorizontalPodAutoscaler"],
@@ -435,6 +443,18 @@ def test_manifests_agree_with_each_other_and_the_image(baked, combination: dict[
         assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(port["containerPort"])
     else:
         assert pods_metrics == []
+
+
+@pytest.mark.parametrize(
+    "combination", [c for c in KUBERNETES_COMBINATIONS if c.values[0]["monitoring"] == "prometheus"]
+)
+def test_prometheusrule_carries_the_compose_alerts(baked, combination: dict[str, str]) -> None:
+    """One set of rules: the PrometheusRule's groups are deploy/prometheus/alerts.yml's."""
+    project = baked(combination)
+    rule = load_manifests(project)["PrometheusRule"]
+    alerts = yaml.safe_load((project / "deploy" / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]
+    assert rule["metadata"]["labels"]["app.kubernetes.io/name"] == project.name
 
 
 SETTINGS_PROBE = """

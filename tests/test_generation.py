@@ -36,6 +36,11 @@ MARKUP = re.compile(r"\{\{|\{%|%\}|\{#|cookiecutter")
 MARKUP_ALLOWED = re.compile(r"^deploy/grafana/.*\.json$")
 # GitHub Actions expressions, ${{ ... }}, in the workflows (written {% raw %} in the template)
 ACTIONS_EXPRESSION = re.compile(r"\$\{\{[^{}]*\}\}")
+# Prometheus alert annotations are Go templates ({{ $labels.job }}, {{ $value | ... }}).
+GO_TEMPLATE_FILES = re.compile(
+    r"^deploy/(prometheus/alerts(\.test)?\.yml|k8s/prometheusrule\.yaml)$"
+)
+GO_TEMPLATE = re.compile(r"\{\{\s*\$[^{}]*\}\}")
 
 
 def generated_files(project: Path) -> set[str]:
@@ -54,6 +59,8 @@ def leftover_markup(project: Path) -> list[str]:
         for number, line in enumerate(text.splitlines(), start=1):
             if name.startswith(".github/workflows/"):
                 line = ACTIONS_EXPRESSION.sub("", line)
+            elif GO_TEMPLATE_FILES.match(name):
+                line = GO_TEMPLATE.sub("", line)
             match = MARKUP.search(line)
             if match and not (MARKUP_ALLOWED.match(name) and match.group() == "{{"):
                 found.append(f"{name}:{number}: {line.strip()}")

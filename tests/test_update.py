@@ -33,7 +33,8 @@ from .conftest import BIN, TEMPLATE, assert_ok, run
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("update")]
 
 SLUG_DIR = "{{cookiecutter.project_slug}}"
-TEMPLATE_PARTS = ("cookiecutter.json", "hooks", "local_extensions.py", SLUG_DIR)
+# templates/: the Jinja partials the project includes (the Prometheus rule groups)
+TEMPLATE_PARTS = ("cookiecutter.json", "hooks", "local_extensions.py", "templates", SLUG_DIR)
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "test",
     "GIT_AUTHOR_EMAIL": "test@example.com",
