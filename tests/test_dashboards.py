@@ -42,6 +42,7 @@ METRIC = re.compile(r"\binference_[a-z0-9_]+")
 
 # The catalogue, as the monitoring issue lists it (sample names, as scraped).
 CORE = {
+    "inference_build_info",
     "inference_requests_total",
     "inference_request_duration_seconds_bucket",
     "inference_request_duration_seconds_count",
@@ -79,6 +80,7 @@ LLM = {
     "inference_waiting_sequences",
 }
 PANELS = {
+    "Versions",
     "Ready",
     "Throughput",
     "Error rate (5xx)",
@@ -114,21 +116,29 @@ sys.modules["pynvml"] = fake
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from ai_service.metrics import ServiceMetrics
+try:  # llm services add their token and sequence metrics
+    from ai_service.llm.metrics import GenerationMetrics as Metrics
+except ModuleNotFoundError:
+    from ai_service.metrics import ServiceMetrics as Metrics
 
-metrics = ServiceMetrics("demo", max_batch_size=4)
+metrics = Metrics("demo", max_batch_size=4)
 metrics.request_started()
 metrics.request_finished("/v1/anything", "POST", 200, 0.01)
-metrics.queue_depth(1)
-metrics.batch_dispatched(2, [0.001, 0.002])
 metrics.batch_computed(2, 0.005)
 metrics.set_ready(True)
 metrics.startup_timings(1.0, 2.0)
-metrics.sequence_admitted(3)
-metrics.first_token(0.05)
-metrics.inter_token(0.01)
-metrics.tokens_generated(2)
-metrics.sequences(1, 0)
+events = {  # each observer method the workload's metrics have
+    "queue_depth": (1,),
+    "batch_dispatched": (2, [0.001, 0.002]),
+    "sequence_admitted": (3,),
+    "first_token": (0.05,),
+    "inter_token": (0.01,),
+    "tokens_generated": (2,),
+    "sequences": (1, 0),
+}
+for name, args in events.items():
+    if hasattr(metrics, name):
+        getattr(metrics, name)(*args)
 body, _ = metrics.render()
 families = text_string_to_metric_families(body.decode())
 print(json.dumps(sorted({sample.name for family in families for sample in family.samples})))
