@@ -130,7 +130,7 @@ metrics.startup_timings(1.0, 2.0)
 events = {  # each observer method the workload's metrics have
     "queue_depth": (1,),
     "batch_dispatched": (2, [0.001, 0.002]),
-    "sequence_admitted": (3,),
+    "sequence_admitted": (3, 0.01),
     "first_token": (0.05,),
     "inter_token": (0.01,),
     "tokens_generated": (2,),

@@ -57,9 +57,7 @@ SELECTOR = re.compile(r"\b((?:inference_|job:|instance_gpu:)[a-zA-Z0-9_:]+|up\b)
 
 # Panels that have no data yet for a workload, and why: each must really be empty (the test
 # fails once it is not, so that the entry is removed with the fix).
-KNOWN_EMPTY: dict[tuple[str, str], str] = {
-    ("llm", "Queue wait"): "the llm scheduler reports no queue wait (inference_queue_wait_seconds)",
-}
+KNOWN_EMPTY: dict[tuple[str, str], str] = {}
 
 # One GPU for gpu builds on this CPU-only machine: NVML answers through this module
 # instead of the driver (the service's GpuCollector reads it at every scrape).

@@ -255,7 +255,7 @@ def test_names_follow_the_prometheus_rules(client: TestClient) -> None:
 def test_llm_observer_methods_export_exactly() -> None:
     metrics = GenerationMetrics("tiny-llm", max_batch_size=4)
     for prompt in (7, 5):
-        metrics.sequence_admitted(prompt)
+        metrics.sequence_admitted(prompt, 0.01)
     metrics.first_token(0.02)
     metrics.first_token(0.3)
     for gap in (0.004, 0.006, 0.012):
@@ -266,6 +266,7 @@ def test_llm_observer_methods_export_exactly() -> None:
     samples = parse(generate_latest(metrics.registry).decode())
     model = {"model": "tiny-llm"}
     assert value(samples, "inference_prompt_tokens_total", **model) == 12
+    assert value(samples, "inference_queue_wait_seconds_count", **model) == 2  # one per sequence
     assert value(samples, "inference_generated_tokens_total", **model) == 5
     assert value(samples, "inference_time_to_first_token_seconds_count", **model) == 2
     ttft_sum = value(samples, "inference_time_to_first_token_seconds_sum", **model)

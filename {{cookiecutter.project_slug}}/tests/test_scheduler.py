@@ -320,6 +320,7 @@ def test_the_observer_sees_every_sequence_and_token() -> None:
     run_async(run())
     calls = recorder.calls
     assert sorted(args[0] for args in calls["sequence_admitted"]) == [2, 3]
+    assert all(args[1] >= 0 for args in calls["sequence_admitted"])  # the wait for a slot
     assert len(calls["first_token"]) == 2
     assert len(calls["inter_token"]) == 2 * 3
     assert sum(args[0] for args in calls["tokens_generated"]) == 8

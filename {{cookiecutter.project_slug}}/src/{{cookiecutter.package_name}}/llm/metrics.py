@@ -71,8 +71,10 @@ class GenerationMetrics(ServiceMetrics):
             labelled.labels(model=model_name)  # export zeros from the start
 
     # --- GenerationObserver (the scheduler) ------------------------------------------
-    def sequence_admitted(self, prompt_tokens: int) -> None:
+    def sequence_admitted(self, prompt_tokens: int, waited_s: float) -> None:
         self.prompt_tokens.labels(model=self.model_name).inc(prompt_tokens)
+        # the queue of an llm service is its waiting sequences: the same queue-wait histogram
+        self.queue_wait.labels(model=self.model_name).observe(waited_s)
 
     def first_token(self, seconds: float) -> None:
         self.time_to_first_token.labels(model=self.model_name).observe(seconds)

@@ -60,7 +60,8 @@ class GenerationModel(Protocol):
 class GenerationObserver(Protocol):
     """Receives the scheduler's events (from its thread); the metrics module implements it."""
 
-    def sequence_admitted(self, prompt_tokens: int) -> None: ...
+    def sequence_admitted(self, prompt_tokens: int, waited_s: float) -> None:
+        """A sequence left the waiting queue for the running batch after ``waited_s``."""
 
     def first_token(self, seconds: float) -> None: ...
 
@@ -74,7 +75,7 @@ class GenerationObserver(Protocol):
 
 
 class NullGenerationObserver:
-    def sequence_admitted(self, prompt_tokens: int) -> None:
+    def sequence_admitted(self, prompt_tokens: int, waited_s: float) -> None:
         pass
 
     def first_token(self, seconds: float) -> None:
@@ -327,8 +328,11 @@ class Scheduler:
                 running.append(generation)
         self._running = running
         if admitted:
+            admitted_at = time.perf_counter()
             for generation in admitted:
-                self._observer.sequence_admitted(generation.prompt_tokens)
+                self._observer.sequence_admitted(
+                    generation.prompt_tokens, admitted_at - generation.arrived
+                )
             self.stats.prefill_calls += 1
             if self._keep_history:
                 self.stats.prefill_batches.append([id(g) for g in admitted])
