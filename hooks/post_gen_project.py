@@ -76,6 +76,8 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_scheduler.py",
             "tests/test_text.py",
             "tests/test_hf_model.py",  # with backend=torch only (listed there too)
+            # the inference gateway (with kubernetes=yes and monitoring=prometheus only)
+            "deploy/gateway",
         ],
         "embeddings": [
             f"{PACKAGE}/embeddings",
@@ -118,10 +120,14 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "deploy/prometheus",
             "deploy/grafana",
             "deploy/k8s/prometheusrule.yaml",  # with kubernetes=yes only
+            # KEDA and the gateway's endpoint picker read the service's /metrics (with
+            # kubernetes=yes only; the gateway with workload=llm too)
+            "deploy/keda",
+            "deploy/gateway",
         ],
     },
     "kubernetes": {
-        "yes": ["deploy/k8s"],
+        "yes": ["deploy/README.md", "deploy/k8s", "deploy/kserve", "deploy/keda", "deploy/gateway"],
     },
 }
 

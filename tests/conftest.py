@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cookiecutter.main import cookiecutter
+
+from .combinations import combination_id
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -40,3 +44,25 @@ def bake(cookies):  # type: ignore[no-untyped-def]
         return Path(result.project_path)
 
     return _bake
+
+
+@pytest.fixture(scope="session")
+def baked(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, str]], Path]:
+    """Bake a combination once per session (worker) and return the project directory.
+
+    Shared by tests/test_deployment.py and tests/test_crds.py: a combination's tests in both
+    carry the same xdist group, so they run on one worker and share its bake.
+    """
+    root = tmp_path_factory.mktemp("baked")
+    cache: dict[str, Path] = {}
+
+    def bake(combination: dict[str, str]) -> Path:
+        key = combination_id(combination)
+        if key not in cache:
+            project = cookiecutter(
+                str(TEMPLATE), no_input=True, extra_context=combination, output_dir=str(root / key)
+            )
+            cache[key] = Path(project)
+        return cache[key]
+
+    return bake

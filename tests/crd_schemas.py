@@ -10,18 +10,25 @@ object that lists its properties and neither preserves unknown fields nor declar
 (strict), through kubernetes-validate. CEL rules (``x-kubernetes-validations``) are not
 evaluated (``CrdVersion.has_cel_rules`` tells whether a schema has any).
 
-The CRDs live in ``tests/schemas/<project>/`` (one upstream file each; ``SOURCE.md`` beside
-them records the release and URL). Use::
+The CRDs live in ``tests/schemas/<project>/`` (one upstream file each, YAML as upstream
+ships it or compact JSON without descriptions from ``scripts/vendor_crd.py``; ``SOURCE.md``
+or ``tests/schemas/README.md`` records the release and URL). Use::
 
     schemas = CrdSchemas.load(SCHEMAS / "prometheus-operator")
     problems = schemas.validate(document)   # [] when valid; KeyError for an unknown kind
+
+or, against every vendored CRD at once, ``validate_custom_resource(document)`` (messages
+prefixed with the kind and name; an apiVersion/kind no vendored CRD serves is a problem too).
 """
 
 from __future__ import annotations
 
 import copy
+import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +87,15 @@ class CrdSchemas:
         for folder in folders:
             for path in sorted(folder.glob("*.yaml")):
                 schemas.add(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+            for path in sorted(folder.glob("*.json")):
+                schemas.add([json.loads(path.read_text(encoding="utf-8"))])
         if not schemas.versions:
             raise FileNotFoundError(f"no CustomResourceDefinition in {[str(f) for f in folders]}")
         return schemas
 
     def add(self, documents: Iterable[Any]) -> None:
         for crd in documents:
-            if not crd or crd.get("kind") != "CustomResourceDefinition":
+            if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
                 continue
             spec = crd["spec"]
             for version in spec["versions"]:
@@ -98,7 +107,7 @@ class CrdSchemas:
                     api_version=key[0],
                     kind=key[1],
                     schema=strict_schema(schema),
-                    has_cel_rules="x-kubernetes-validations" in yaml.safe_dump(schema),
+                    has_cel_rules="x-kubernetes-validations" in json.dumps(schema),
                 )
 
     def knows(self, document: dict[str, Any]) -> bool:
@@ -107,7 +116,7 @@ class CrdSchemas:
     def validate(self, document: dict[str, Any], kubernetes_version: str = "1.37.0") -> list[str]:
         """Every problem with ``document`` (an empty list when it is valid)."""
         crd = self.versions[(document["apiVersion"], document["kind"])]
-        validator = jsonschema.Draft7Validator(crd.schema)
+        validator = _validator(crd)
         problems = [
             f"{'.'.join(str(part) for part in error.absolute_path) or '<root>'}: {error.message}"
             for error in sorted(validator.iter_errors(document), key=lambda e: list(e.path))
@@ -128,3 +137,42 @@ def object_meta_problems(metadata: Any, kubernetes_version: str) -> list[str]:
         path = ".".join(str(part) for part in exc.absolute_path)
         return [f"{path or 'metadata'}: {exc.message}"]
     return []
+
+
+_VALIDATORS: dict[tuple[str, str], jsonschema.Draft7Validator] = {}
+
+
+def _validator(crd: CrdVersion) -> jsonschema.Draft7Validator:
+    """One validator per CRD version: building one walks KServe's 600 kB schema."""
+    key = (crd.api_version, crd.kind)
+    if key not in _VALIDATORS:
+        _VALIDATORS[key] = jsonschema.Draft7Validator(crd.schema)
+    return _VALIDATORS[key]
+
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+@cache
+def vendored() -> CrdSchemas:
+    """Every CRD vendored under tests/schemas/, one folder per upstream project."""
+    return CrdSchemas.load(*sorted(path for path in SCHEMAS.iterdir() if path.is_dir()))
+
+
+def served_schemas() -> set[tuple[str, str]]:
+    """(apiVersion, kind) of every served version of every vendored CRD."""
+    return set(vendored().versions)
+
+
+def validate_custom_resource(document: dict[str, Any]) -> list[str]:
+    """Problems with one custom resource against the vendored CRD serving it (empty: valid)."""
+    kind, api_version = document.get("kind"), document.get("apiVersion")
+    name = (document.get("metadata") or {}).get("name", "?")
+    schemas = vendored()
+    if not schemas.knows(document):
+        return [f"{kind} {name}: no vendored CRD serves {api_version} {kind}"]
+    problems = schemas.validate(document)
+    # ObjectMeta's schema says only "string"; the API server wants a DNS subdomain
+    if isinstance(name, str) and not (DNS_SUBDOMAIN.fullmatch(name) and len(name) <= 253):
+        problems.append(f"metadata.name: {name!r} is not a DNS subdomain")
+    return [f"{kind} {name}: {problem}" for problem in problems]

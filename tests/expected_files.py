@@ -122,6 +122,11 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "deploy/k8s/kustomization.yaml",
         "deploy/k8s/pdb.yaml",
         "deploy/k8s/service.yaml",
+        "deploy/README.md",
+        "deploy/kserve/raw/inferenceservice.yaml",
+        "deploy/kserve/raw/kustomization.yaml",
+        "deploy/kserve/serverless/inferenceservice.yaml",
+        "deploy/kserve/serverless/kustomization.yaml",
     },
 }
 
@@ -138,6 +143,20 @@ BY_COMBINATION: list[tuple[dict[str, str], set[str]]] = [
     ({"workload": "embeddings", "backend": "onnxruntime"}, {"scripts/export_minilm_onnx.py"}),
     ({"workload": "llm", "monitoring": "prometheus"}, {f"{PACKAGE}/llm/metrics.py"}),
     ({"kubernetes": "yes", "monitoring": "prometheus"}, {"deploy/k8s/prometheusrule.yaml"}),
+    # KEDA's Prometheus triggers and the gateway's endpoint picker read /metrics
+    (
+        {"kubernetes": "yes", "monitoring": "prometheus"},
+        {"deploy/keda/kustomization.yaml", "deploy/keda/scaledobject.yaml"},
+    ),
+    (
+        {"kubernetes": "yes", "monitoring": "prometheus", "workload": "llm"},
+        {
+            "deploy/gateway/httproute.yaml",
+            "deploy/gateway/inferenceobjective.yaml",
+            "deploy/gateway/inferencepool.yaml",
+            "deploy/gateway/kustomization.yaml",
+        },
+    ),
 ]
 
 

@@ -34,10 +34,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from cookiecutter.main import cookiecutter
 
 from .combinations import CONFIG, DEFAULTS, all_combinations, combination_id
-from .conftest import TEMPLATE
 from .container_dryrun import DryRun, DryRunError
 from .crd_schemas import SCHEMAS, CrdSchemas
 from .dockerfile import DockerIgnore, Stage, parse_file, stage_env
@@ -67,24 +65,6 @@ def grouped(combinations: list[dict[str, str]]) -> list[Any]:
 
 COMBINATIONS = grouped(all_combinations())
 KUBERNETES_COMBINATIONS = grouped([c for c in all_combinations() if c["kubernetes"] == "yes"])
-
-
-@pytest.fixture(scope="session")
-def baked(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, str]], Path]:
-    """Bake a combination once per session (worker) and return the project directory."""
-    root = tmp_path_factory.mktemp("baked")
-    cache: dict[str, Path] = {}
-
-    def bake(combination: dict[str, str]) -> Path:
-        key = combination_id(combination)
-        if key not in cache:
-            project = cookiecutter(
-                str(TEMPLATE), no_input=True, extra_context=combination, output_dir=str(root / key)
-            )
-            cache[key] = Path(project)
-        return cache[key]
-
-    return bake
 
 
 # --- reading the artefacts ---------------------------------------------------------------

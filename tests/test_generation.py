@@ -94,7 +94,16 @@ def test_bakes_cleanly(bake, combination: dict[str, str]) -> None:
 # Options that only add deployment files: the generated suite of a combination that
 # differs from its twin (this option at its default) only in these files would run
 # byte-identical code and tests, so the twin's run covers it; the test proves that.
-DEPLOYMENT_ONLY: dict[str, tuple[str, ...]] = {"kubernetes": ("README.md", "deploy/k8s/")}
+DEPLOYMENT_ONLY: dict[str, tuple[str, ...]] = {
+    "kubernetes": (
+        "README.md",
+        "deploy/README.md",
+        "deploy/k8s/",
+        "deploy/kserve/",
+        "deploy/keda/",
+        "deploy/gateway/",
+    )
+}
 
 
 def deployment_twin(combination: dict[str, str]) -> dict[str, str] | None:
