@@ -484,6 +484,13 @@ def test_environment_names_real_settings(baked, combination: dict[str, str]) -> 
         sources["deployment.yaml"] = {
             env["name"]: "set-by-a-secret" for env in container.get("env", [])
         }
+        # the KServe predictors set the settings themselves (a change is a new revision)
+        for variant in ("raw", "serverless"):
+            path = project / "deploy" / "kserve" / variant / "inferenceservice.yaml"
+            (predictor,) = yaml.safe_load(path.read_text())["spec"]["predictor"]["containers"]
+            sources[f"kserve/{variant}"] = {
+                env["name"]: env.get("value", "set-by-a-secret") for env in predictor["env"]
+            }
     result = subprocess.run(
         [sys.executable, "-c", SETTINGS_PROBE.format(package=package), json.dumps(sources)],
         cwd=project,
