@@ -112,6 +112,14 @@ KEDA_PROMETHEUS_METADATA = {
     "timeout",
     "identityOwner",
 }
+# what the endpoint picker scrapes from each pod for engine type vllm, its default (llm-d
+# router v0.10.0 pkg/epp/framework/plugins/datalayer/extractor/metrics/factories.go; the
+# model-server protocol, gateway-api-inference-extension docs/proposals/003)
+MODEL_SERVER_PROTOCOL = {
+    "vllm:num_requests_waiting",
+    "vllm:num_requests_running",
+    "vllm:kv_cache_usage_perc",
+}
 # metrics the endpoint picker exports (llm-d router v0.10.0 docs/metrics.md), not the service
 EPP_METRICS = {"llm_d_epp_flow_control_queue_size"}
 PROMQL_METRIC = re.compile(r"\b([a-z_][a-z0-9_:]*)\s*\{")
@@ -524,6 +532,10 @@ def test_gateway_routes_to_the_deployments_pods(baked, combination: dict[str, st
         }
     ]
     assert route["spec"]["parentRefs"]
+    # the pods speak the model-server protocol the picker scrapes them for
+    metrics = (project / "src" / package_of(project) / "metrics.py").read_text()
+    defined = set(re.findall(r'^VLLM_[A-Z_]+ = "([^"]+)"$', metrics, flags=re.MULTILINE))
+    assert defined == MODEL_SERVER_PROTOCOL
 
 
 # --- kubectl kustomize agrees with the resolution above ----------------------------------------

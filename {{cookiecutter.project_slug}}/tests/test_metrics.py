@@ -8,10 +8,16 @@ import re
 import signal
 import subprocess
 import sys
+{%- if cookiecutter.workload == 'llm' %}
+import threading
+{%- endif %}
 import time
 from pathlib import Path
 
 import httpx
+{%- if cookiecutter.workload == 'llm' %}
+import numpy as np
+{%- endif %}
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
@@ -19,7 +25,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from {{ cookiecutter.package_name }} import TEMPLATE_VERSION, __version__
 {%- if cookiecutter.workload == 'llm' %}
-from {{ cookiecutter.package_name }}.llm.metrics import ITL_BUCKETS, TTFT_BUCKETS, GenerationMetrics
+from {{ cookiecutter.package_name }}.llm.metrics import (
+    ITL_BUCKETS,
+    TTFT_BUCKETS,
+    VLLM_KV_CACHE_USAGE,
+    VLLM_RUNNING,
+    VLLM_WAITING,
+    GenerationMetrics,
+)
 {%- endif %}
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.metrics import (
@@ -30,9 +43,17 @@ from {{ cookiecutter.package_name }}.metrics import (
     multiprocess_registry,
     shared_metrics_dir,
 )
+{%- if cookiecutter.workload == 'llm' %}
+from {{ cookiecutter.package_name }}.model import Model
+from {{ cookiecutter.package_name }}.settings import ENV_PREFIX, Settings
+
+from .conftest import free_port, make_settings, running_app
+from .llm_support import wait_until
+{%- else %}
 from {{ cookiecutter.package_name }}.settings import ENV_PREFIX
 
 from .conftest import free_port, make_settings, running_app
+{%- endif %}
 
 PROJECT = Path(__file__).resolve().parents[1]
 MODEL = "metrics-test"
@@ -181,6 +202,9 @@ def test_traffic_moves_the_metrics_exactly(model_path: Path) -> None:
     assert inter_token == completion_tokens - requests
     assert value(samples, "inference_running_sequences", **model) == 0
     assert value(samples, "inference_waiting_sequences", **model) == 0
+    assert value(samples, "inference_kv_cache_usage_ratio", **model) == 0
+    for name in (VLLM_WAITING, VLLM_RUNNING, VLLM_KV_CACHE_USAGE):
+        assert value(samples, name, model_name=MODEL) == 0
 {%- else %}
 
     # batching: the histograms agree with the batcher's own count of what it ran
@@ -240,7 +264,17 @@ def test_names_follow_the_prometheus_rules(client: TestClient) -> None:
     client.get("/health/live")
     families = list(text_string_to_metric_families(client.get("/metrics").text))
     assert {family.name for family in families} >= {"inference_requests", "inference_ready"}
+{%- if cookiecutter.workload == 'llm' %}
+    # the model-server protocol's gauges keep vLLM's names
+    protocol = {VLLM_WAITING, VLLM_RUNNING, VLLM_KV_CACHE_USAGE}
+    assert protocol <= {family.name for family in families}
+{%- else %}
+    protocol: set[str] = set()
+{%- endif %}
     for family in families:
+        if family.name in protocol:
+            assert family.type == "gauge", family.name
+            continue
         assert re.fullmatch(r"inference_[a-z0-9_]+", family.name), family.name
         if family.type == "counter":  # counters end in _total, and nothing else does
             assert {sample.name for sample in family.samples} <= {f"{family.name}_total"}
@@ -262,9 +296,13 @@ def test_llm_observer_methods_export_exactly() -> None:
         metrics.inter_token(gap)
     metrics.tokens_generated(3)
     metrics.tokens_generated(2)
-    metrics.sequences(running=2, waiting=1)
+    metrics.sequences(running=2, waiting=1, kv_cache_usage=0.25)
     samples = parse(generate_latest(metrics.registry).decode())
     model = {"model": "tiny-llm"}
+    assert value(samples, "inference_kv_cache_usage_ratio", **model) == 0.25
+    assert value(samples, VLLM_RUNNING, model_name="tiny-llm") == 2
+    assert value(samples, VLLM_WAITING, model_name="tiny-llm") == 1
+    assert value(samples, VLLM_KV_CACHE_USAGE, model_name="tiny-llm") == 0.25
     assert value(samples, "inference_prompt_tokens_total", **model) == 12
     assert value(samples, "inference_queue_wait_seconds_count", **model) == 2  # one per sequence
     assert value(samples, "inference_generated_tokens_total", **model) == 5
@@ -279,9 +317,117 @@ def test_llm_observer_methods_export_exactly() -> None:
     assert ttft_bounds == [*TTFT_BUCKETS, float("inf")]
     itl_bounds = bucket_bounds(samples, "inference_inter_token_latency_seconds")
     assert itl_bounds == [*ITL_BUCKETS, float("inf")]
-    metrics.sequences(running=0, waiting=0)
+    metrics.sequences(running=0, waiting=0, kv_cache_usage=0.0)
     samples = parse(generate_latest(metrics.registry).decode())
     assert value(samples, "inference_running_sequences", **model) == 0
+    assert value(samples, VLLM_RUNNING, model_name="tiny-llm") == 0
+
+
+class GatedModel(Model):
+    """The demo model, one decode step per ``gate`` release once ``gated``, and never EOS.
+
+    The test steps the engine one call at a time, so the scrapes in between see exactly
+    known scheduler states; suppressing EOS keeps every sequence running until max_tokens.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.gated = False
+        self.gate = threading.Semaphore(0)
+        self.decodes_entered = 0
+
+    def _no_eos(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.array(logits, copy=True)
+        logits[:, sorted(self.tokenizer.eos_token_ids)] = -1e9
+        return logits
+
+    def prefill(self, prompts):  # type: ignore[no-untyped-def]
+        logits, caches = super().prefill(prompts)
+        return self._no_eos(logits), caches
+
+    def decode(self, tokens, caches):  # type: ignore[no-untyped-def]
+        if self.gated:
+            self.decodes_entered += 1
+            if not self.gate.acquire(timeout=30):
+                raise RuntimeError("the test never released this decode step")
+        logits, caches = super().decode(tokens, caches)
+        return self._no_eos(logits), caches
+
+
+def gateway_gauges(samples: Samples) -> dict[str, float]:
+    """The scheduler state, under both names: the inference_* gauges and the protocol's."""
+    model = {"model": MODEL}
+    return {
+        "running": value(samples, "inference_running_sequences", **model),
+        "waiting": value(samples, "inference_waiting_sequences", **model),
+        "kv": value(samples, "inference_kv_cache_usage_ratio", **model),
+        "vllm_running": value(samples, VLLM_RUNNING, model_name=MODEL),
+        "vllm_waiting": value(samples, VLLM_WAITING, model_name=MODEL),
+        "vllm_kv": value(samples, VLLM_KV_CACHE_USAGE, model_name=MODEL),
+    }
+
+
+def test_gateway_gauges_follow_the_scheduler_under_load(model_path: Path) -> None:
+    """Five sequences on two slots, the engine stepped one decode at a time: after every step
+    both families of gauges show the scheduler's exact state, and agree with each other."""
+    slots, requests, max_tokens = 2, 5, 12
+    settings = make_settings(
+        model_path, model_name=MODEL, max_running_sequences=slots, max_waiting_sequences=8
+    )
+    models: list[GatedModel] = []
+
+    def factory(s: Settings) -> GatedModel:
+        models.append(GatedModel(s))
+        return models[-1]
+
+    app = create_app(settings, model_factory=factory)
+    body = {"model": MODEL, "max_tokens": max_tokens, "temperature": 0}
+
+    async def load() -> tuple[list[dict[str, float]], dict[str, float], list[httpx.Response], int]:
+        async with running_app(app) as client:
+            model, scheduler = models[0], app.state.service.scheduler
+            model.gated = True  # warmup ran ungated; from now on the test steps the engine
+
+            def send(i: int) -> asyncio.Task[httpx.Response]:
+                prompt = {**body, "prompt": f"p{i}"}  # the same length for every request
+                return asyncio.create_task(client.post(INFERENCE_ROUTE, json=prompt))
+
+            # the first sequence alone runs into the gate; the other four then wait for a slot
+            calls = [send(0)]
+            await asyncio.to_thread(wait_until, lambda: model.decodes_entered == 1)
+            calls += [send(i) for i in range(1, requests)]
+            await asyncio.to_thread(wait_until, lambda: scheduler.waiting == requests - 1)
+            observed = []
+            for step in range(1, 4):
+                model.gate.release()  # this step's decode returns ...
+                # ... and the next step's decode is entered: this step's gauges are set
+                await asyncio.to_thread(wait_until, lambda s=step: model.decodes_entered == s + 1)
+                observed.append(gateway_gauges(parse((await client.get("/metrics")).text)))
+            for _ in range(requests * max_tokens):  # let everything finish
+                model.gate.release()
+            responses = await asyncio.gather(*calls)
+            final = gateway_gauges(parse(await settled_metrics(client)))
+            return observed, final, list(responses), scheduler.context_length
+
+    observed, final, responses, context = asyncio.run(load())
+    assert [r.status_code for r in responses] == [200] * requests
+    (prompt,) = {r.json()["usage"]["prompt_tokens"] for r in responses}
+    assert {r.json()["usage"]["completion_tokens"] for r in responses} == {max_tokens}
+    # step 1: the first sequence (its prompt, the prefill's token and one decoded); step 2: the
+    # second joins (prefill + decode) and the first grows; step 3: both grow, three still wait
+    expected = [
+        {"running": 1, "waiting": 4, "held": prompt + 2},
+        {"running": 2, "waiting": 3, "held": (prompt + 3) + (prompt + 2)},
+        {"running": 2, "waiting": 3, "held": (prompt + 4) + (prompt + 3)},
+    ]
+    for gauges, state in zip(observed, expected, strict=True):
+        assert (gauges["running"], gauges["waiting"]) == (state["running"], state["waiting"])
+        assert gauges["kv"] == pytest.approx(state["held"] / (slots * context))
+        # the model-server protocol's names carry the same values
+        assert gauges["vllm_running"] == gauges["running"]
+        assert gauges["vllm_waiting"] == gauges["waiting"]
+        assert gauges["vllm_kv"] == gauges["kv"]
+    assert final == dict.fromkeys(final, 0.0), "idle: nothing running, waiting or cached"
 {%- endif %}
 
 

@@ -3,9 +3,19 @@
 ``GenerationMetrics`` adds them to the shared ``ServiceMetrics`` and implements
 the scheduler's ``GenerationObserver``; the scheduler calls it from its engine
 thread (prometheus-client's metric objects are thread-safe).
+
+It also exports three gauges under vLLM's names, the metrics the Gateway API
+Inference Extension's model-server protocol asks for (its endpoint picker reads
+them to route each request): ``vllm:num_requests_waiting``,
+``vllm:num_requests_running`` and ``vllm:kv_cache_usage_perc`` (a fraction,
+1 = full, as vLLM's), labelled ``model_name`` as vLLM's are. They are set in the
+same update as ``inference_waiting_sequences``, ``inference_running_sequences``
+and ``inference_kv_cache_usage_ratio``, and a scrape never sees half an update.
 """
 
 from __future__ import annotations
+
+import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -14,6 +24,12 @@ from ..metrics import PREFIX, ServiceMetrics, decades
 # time to first token (prefill + waiting for a slot) and between tokens (one decode step)
 TTFT_BUCKETS = decades(0.005, 30)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+# The model-server protocol's gauges (gateway-api-inference-extension
+# docs/proposals/003-model-server-protocol), named as vLLM names them; the llm-d router's
+# endpoint picker reads exactly these for engine type vllm, its default.
+VLLM_WAITING = "vllm:num_requests_waiting"
+VLLM_RUNNING = "vllm:num_requests_running"
+VLLM_KV_CACHE_USAGE = "vllm:kv_cache_usage_perc"
 
 
 class GenerationMetrics(ServiceMetrics):
@@ -60,6 +76,38 @@ class GenerationMetrics(ServiceMetrics):
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.kv_cache_usage = Gauge(
+            f"{PREFIX}_kv_cache_usage_ratio",
+            "Token positions the running sequences hold in the KV cache, over the most it "
+            "holds (MAX_RUNNING_SEQUENCES at the context length).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        # the same state under the model-server protocol's (vLLM's) names
+        self.vllm_waiting = Gauge(
+            VLLM_WAITING,
+            "Requests waiting to be processed (= inference_waiting_sequences).",
+            ["model_name"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.vllm_running = Gauge(
+            VLLM_RUNNING,
+            "Requests running on the model (= inference_running_sequences).",
+            ["model_name"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.vllm_kv_cache_usage = Gauge(
+            VLLM_KV_CACHE_USAGE,
+            "KV-cache usage, 1 means 100 percent (= inference_kv_cache_usage_ratio).",
+            ["model_name"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        # one update of the sequence gauges at a time, and no scrape in the middle of one
+        self._sequences_lock = threading.Lock()
         for labelled in (
             self.time_to_first_token,
             self.inter_token_latency,
@@ -67,8 +115,11 @@ class GenerationMetrics(ServiceMetrics):
             self.generated_tokens,
             self.running_sequences,
             self.waiting_sequences,
+            self.kv_cache_usage,
         ):
             labelled.labels(model=model_name)  # export zeros from the start
+        for vllm in (self.vllm_waiting, self.vllm_running, self.vllm_kv_cache_usage):
+            vllm.labels(model_name=model_name)
 
     # --- GenerationObserver (the scheduler) ------------------------------------------
     def sequence_admitted(self, prompt_tokens: int, waited_s: float) -> None:
@@ -85,8 +136,17 @@ class GenerationMetrics(ServiceMetrics):
     def tokens_generated(self, count: int) -> None:
         self.generated_tokens.labels(model=self.model_name).inc(count)
 
-    def sequences(self, running: int, waiting: int) -> None:
-        self.running_sequences.labels(model=self.model_name).set(running)
-        self.waiting_sequences.labels(model=self.model_name).set(waiting)
-        # the queue of an llm service is its waiting sequences (one dashboard for all workloads)
-        self.queue_depth_gauge.labels(model=self.model_name).set(waiting)
+    def sequences(self, running: int, waiting: int, kv_cache_usage: float) -> None:
+        with self._sequences_lock:
+            self.running_sequences.labels(model=self.model_name).set(running)
+            self.waiting_sequences.labels(model=self.model_name).set(waiting)
+            self.kv_cache_usage.labels(model=self.model_name).set(kv_cache_usage)
+            self.vllm_running.labels(model_name=self.model_name).set(running)
+            self.vllm_waiting.labels(model_name=self.model_name).set(waiting)
+            self.vllm_kv_cache_usage.labels(model_name=self.model_name).set(kv_cache_usage)
+            # the queue of an llm service is its waiting sequences (one dashboard for all)
+            self.queue_depth_gauge.labels(model=self.model_name).set(waiting)
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        with self._sequences_lock:  # the gauges of one scheduler step, never half of them
+            return super().render(accept)

@@ -69,7 +69,14 @@ class GenerationObserver(Protocol):
 
     def tokens_generated(self, count: int) -> None: ...
 
-    def sequences(self, running: int, waiting: int) -> None: ...
+    def sequences(self, running: int, waiting: int, kv_cache_usage: float) -> None:
+        """After every step: sequences in the batch, waiting for a slot, and the KV cache's use.
+
+        ``kv_cache_usage`` (0 to 1) is the token positions the running sequences hold in the
+        KV cache at their next step over what it holds at most (every slot at the context
+        length): the load the inference gateway balances on (``Scheduler.kv_cache_usage``).
+        """
+        ...
 
     def batch_computed(self, size: int, compute_s: float) -> None: ...
 
@@ -87,7 +94,7 @@ class NullGenerationObserver:
     def tokens_generated(self, count: int) -> None:
         pass
 
-    def sequences(self, running: int, waiting: int) -> None:
+    def sequences(self, running: int, waiting: int, kv_cache_usage: float) -> None:
         pass
 
     def batch_computed(self, size: int, compute_s: float) -> None:
@@ -218,6 +225,13 @@ class Scheduler:
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def kv_cache_usage(self) -> float:
+        """Token positions the running sequences hold at their next step, over the most the
+        cache holds (``max_running`` sequences at ``context_length``), from 0 to 1."""
+        held = sum(g.prompt_tokens + g.completion_tokens for g in self._running)
+        return held / (self.max_running * self.context_length)
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -362,7 +376,7 @@ class Scheduler:
             self._running = [g for g in batch if not g.finished]
             self._deliver(events)
         self._observer.tokens_generated(self.stats.tokens - before)
-        self._observer.sequences(len(self._running), len(self._waiting))
+        self._observer.sequences(len(self._running), len(self._waiting), self.kv_cache_usage)
 
     def _call(
         self,
