@@ -324,5 +324,9 @@ def test_the_observer_sees_every_sequence_and_token() -> None:
     assert len(calls["first_token"]) == 2
     assert len(calls["inter_token"]) == 2 * 3
     assert sum(args[0] for args in calls["tokens_generated"]) == 8
-    assert calls["sequences"][-1] == (0, 0)
+    assert calls["sequences"][-1] == (0, 0, 0.0)
+    # KV-cache use: positions held over 4 slots x 64; at most both prompts (2 + 3) with their
+    # 4 tokens each, and never after they finished
+    usage = [kv for _, _, kv in calls["sequences"]]
+    assert 0 < max(usage) <= (2 + 3 + 2 * 4) / (4 * 64)
     assert all(seconds >= 0 for (seconds,) in calls["first_token"] + calls["inter_token"])
