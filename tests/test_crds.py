@@ -409,9 +409,15 @@ def test_kserve_predictors_match_the_deployment(baked, combination: dict[str, st
     )
 
 
+def metrics_source(project: Path) -> str:
+    """The service's metrics modules: the shared one and its workload's (llm/metrics.py)."""
+    package = project / "src" / package_of(project)
+    return "\n".join(path.read_text() for path in sorted(package.rglob("metrics.py")))
+
+
 def exported_metric_names(project: Path) -> set[str]:
-    """inference_* names defined in the service's metrics module (f"{PREFIX}_<name>")."""
-    text = (project / "src" / package_of(project) / "metrics.py").read_text()
+    """inference_* names defined in the service's metrics modules (f"{PREFIX}_<name>")."""
+    text = metrics_source(project)
     assert 'PREFIX = "inference"' in text
     return {f"inference_{name}" for name in re.findall(r'f"\{PREFIX\}_([a-z_]+)"', text)}
 
@@ -451,6 +457,7 @@ def test_keda_scales_the_deployment_on_exported_signals(baked, combination: dict
         "Deployment",
         "Service",
         "PodDisruptionBudget",
+        "PrometheusRule",
         "ScaledObject",
     }, "deploy/k8s without its HPA, plus the ScaledObject"
     assert one(resolved, "Deployment") == k8s["deployment"]
@@ -533,7 +540,7 @@ def test_gateway_routes_to_the_deployments_pods(baked, combination: dict[str, st
     ]
     assert route["spec"]["parentRefs"]
     # the pods speak the model-server protocol the picker scrapes them for
-    metrics = (project / "src" / package_of(project) / "metrics.py").read_text()
+    metrics = metrics_source(project)
     defined = set(re.findall(r'^VLLM_[A-Z_]+ = "([^"]+)"$', metrics, flags=re.MULTILINE))
     assert defined == MODEL_SERVER_PROTOCOL
 
