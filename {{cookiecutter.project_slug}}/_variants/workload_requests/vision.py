@@ -51,8 +51,12 @@ def same_answer(got: Answer, expected: Answer) -> bool:
 
 
 def fingerprint(answer: Answer) -> Any:
-    """What must differ between two distinct requests' answers."""
-    return tuple(round(score, 3) for _, score in answer)
+    """What must differ between two distinct requests' answers: the ranking and its scores.
+
+    Four decimals, the resolution of ``same_answer``: a small model's scores may
+    differ between images only in the third.
+    """
+    return tuple((label, round(score, 4)) for label, score in answer)
 
 
 def capacity(concurrent: int, queued: int) -> dict[str, Any]:
