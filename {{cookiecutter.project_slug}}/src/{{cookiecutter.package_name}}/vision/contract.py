@@ -18,7 +18,7 @@ import numpy as np
 
 from ..serving.device import Device
 
-# onnxruntime's element types as numpy dtypes (what `input_dtype` may declare)
+# the dtypes `input_dtype` may declare, by onnxruntime's name for them
 ONNX_TYPES: dict[str, np.dtype[Any]] = {
     "tensor(float)": np.dtype(np.float32),
     "tensor(float16)": np.dtype(np.float16),
@@ -95,6 +95,7 @@ def check_declaration(cls: type[ImageClassifier]) -> None:
         raise ContractError(f"{cls.__name__}.labels must list one non-empty name per class")
     if len(set(labels)) != len(labels):
         raise ContractError(f"{cls.__name__}.labels has duplicates")
+{%- if cookiecutter.backend == 'onnxruntime' %}
 
 
 def _dims(shape: Sequence[Any]) -> str:
@@ -153,6 +154,7 @@ def check_batch_axis(dim: Any, what: str) -> None:
             f"the model's {what} has a fixed batch axis of {dim}: export with a dynamic batch "
             "axis (torch.onnx.export(..., dynamic_axes={name: {0: 'batch'}}))"
         )
+{%- endif %}
 
 
 def check_label_count(model: ImageClassifier, classes: int) -> None:
