@@ -66,6 +66,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_batcher.py",  # drives the batcher through /v1/classify
             "tests/test_classify.py",
             "tests/test_v2.py",
+            "tests/test_vision_model.py",  # the contract's load-time checks, the demo's answers
         ],
         "llm": [
             f"{PACKAGE}/llm",

@@ -14,7 +14,8 @@ stage built ``FROM`` it starts from a hard-linked copy, and ``COPY --from`` read
 
 Deliberate differences from ``docker build`` (each one printed in the report):
 - The base image is emulated: ``python:X.Y...`` becomes this machine's Python X.Y (the
-  build is refused when the minor versions differ). Other base images are refused.
+  build is refused when the minor versions differ); ``scratch`` is an empty folder. Other
+  base images are refused.
 - RUN steps that administer the OS (user and package management) are skipped and listed;
   a RUN that mixes them with other commands is refused.
 - Package indexes are this machine's own (pip's configuration, find-links and cache):
@@ -185,6 +186,8 @@ class DryRun:
         self.final_state = states[self.final.index]
 
     def _base_image(self, image: str) -> StageState:
+        if image == "scratch":  # the empty image: only what the stage copies in
+            return StageState(env={}, workdir="/", shell=["/bin/sh", "-c"])
         match = PYTHON_IMAGE.match(image)
         if not match:
             raise DryRunError(f"cannot emulate the base image {image!r} (only python:X.Y...)")

@@ -55,13 +55,16 @@ def workload_package(name: str, *modules: str) -> set[str]:
 
 
 BY_OPTION: dict[tuple[str, str], set[str]] = {
-    ("workload", "vision"): workload_package("vision", "arrays", "classify", "images", "v2")
+    ("workload", "vision"): workload_package(
+        "vision", "arrays", "classify", "contract", "images", "v2"
+    )
     | BATCHING
     | {
         "tests/images.py",
         "tests/test_batcher.py",  # drives the batcher through /v1/classify
         "tests/test_classify.py",
         "tests/test_v2.py",
+        "tests/test_vision_model.py",
     },
     ("workload", "llm"): workload_package(
         "llm",

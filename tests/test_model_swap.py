@@ -86,8 +86,9 @@ def test_a_team_model_passes_the_contract_suite_and_serves(
             "no:cacheprovider",
             "-m",
             "not heavy",
-            "--model-path",
-            str(model_path),
+            # one token: pytest reads the project's conftest (which defines the option) only
+            # when no path argument moves its rootdir away from the project
+            f"--model-path={model_path}",
         ],
         project,
         **env,

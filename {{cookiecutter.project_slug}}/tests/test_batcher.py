@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import numpy as np
@@ -35,6 +35,7 @@ from {{ cookiecutter.package_name }}.serving.oom import SimulatedOutOfMemory
 from {{ cookiecutter.package_name }}.serving.warmup import warmup_batch_sizes
 from {{ cookiecutter.package_name }}.settings import Settings
 from {{ cookiecutter.package_name }}.vision.arrays import run_stacked
+from {{ cookiecutter.package_name }}.vision.contract import ImageClassifier
 
 SAFETY_S = 10  # upper bound on any wait; a correct batcher answers far sooner
 
@@ -131,7 +132,7 @@ def test_concurrent_requests_each_get_their_own_result() -> None:
 
 
 def test_multi_row_payloads_get_back_exactly_their_rows() -> None:
-    class Doubler:
+    class Doubler(FakeModel):
         def predict(self, batch: np.ndarray) -> np.ndarray:
             return batch * 2
 
@@ -466,15 +467,17 @@ def test_warm_up_runs_every_size_on_every_instance() -> None:
     run(scenario())
 
 
-class FakeModel:
+class FakeModel(ImageClassifier):
     """The model contract with tiny tensors; ``gate`` holds ``predict`` when cleared."""
 
     platform = "fake"
-    input_name = "input"
-    output_name = "logits"
+    input_name = "pixels"
+    output_name = "scores"
     input_shape = (3, 2, 2)
     input_dtype = np.float32
-    labels: ClassVar[list[str]] = [f"class-{i}" for i in range(12)]
+    mean = (0.0, 0.0, 0.0)
+    std = (1.0, 1.0, 1.0)
+    labels = tuple(f"class-{i}" for i in range(12))
     device = CPU
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -495,8 +498,8 @@ class FakeModel:
         assert self.gate.wait(SAFETY_S)
         return batch.reshape(len(batch), -1).astype(np.float32)  # row i -> its 12 values
 
-    def example_batch(self, size: int) -> np.ndarray:
-        return np.zeros((size, *self.input_shape), dtype=np.float32)
+    def postprocess(self, output: np.ndarray) -> np.ndarray:
+        return output
 
 
 def test_ready_only_after_warmup_and_admission_gated_on_it() -> None:
@@ -538,7 +541,7 @@ def v2_body(value: float, rows: int = 1) -> dict[str, Any]:
     return {
         "inputs": [
             {
-                "name": "input",
+                "name": FakeModel.input_name,
                 "datatype": "FP32",
                 "shape": [rows, *FakeModel.input_shape],
                 "data": [value] * (rows * 12),

@@ -1,9 +1,10 @@
 """Build the demo image classifier as safetensors weights, offline and deterministically.
 
-The network is ``DemoClassifier`` from the service's ``model.py``; its weights
-come from a fixed seed (about 58 M multiply-adds per 64x64 image), saved with
-safetensors (never pickle) next to ``labels.txt``. The weights are random, so
-predictions are meaningless but repeatable.
+The network is ``Model.build_network()`` from the service's ``model.py``
+(sized by its contract: input channels and labels); its weights come from a
+fixed seed (about 58 M multiply-adds per 64x64 RGB image), saved with
+safetensors (never pickle). The weights are random, so predictions are
+meaningless but repeatable.
 
     python scripts/make_demo_model.py [--out models/model.safetensors]
 """
@@ -17,10 +18,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from {{ cookiecutter.package_name }}.model import DemoClassifier
+from {{ cookiecutter.package_name }}.model import Model
 
 SEED = 20240601
-LABELS = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def demo_weights(net: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -46,10 +46,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/model.safetensors"))
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    net = DemoClassifier(num_classes=len(LABELS))
-    save_file(demo_weights(net), str(args.out))
-    args.out.with_name("labels.txt").write_text("\n".join(LABELS) + "\n", encoding="utf-8")
-    print(f"wrote {args.out} and {args.out.with_name('labels.txt')}")
+    save_file(demo_weights(Model.build_network()), str(args.out))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

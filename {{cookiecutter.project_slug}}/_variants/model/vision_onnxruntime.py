@@ -1,19 +1,26 @@
-"""The model: the one file to edit to serve your own.
+"""The model: the one file to edit to serve your own image classifier.
 
-The service reads only what this module defines:
+The class attributes of ``Model`` are the contract: everything else in the
+service (``/v1/classify``, the ``/v2`` metadata and validation, warmup, the
+demo-model builder, the benchmark and the tests) reads them from here. The
+methods run it:
 
-- ``Model(settings)`` and ``Model.load()``: open the model once at start-up;
-- ``Model.preprocess(data)``: one uploaded image (bytes) -> one input row;
+- ``load()``: open the model once at start-up; it is checked against the
+  contract, and a mismatch fails start-up with one line naming the fix;
+- ``preprocess(data)``: one uploaded image (bytes) -> one ``input_shape`` row;
   raise ``InvalidInput`` for bad data (it is rejected before batching);
-- ``Model.predict(batch)``: a stacked batch ``(N, *input_shape)`` -> logits
-  ``(N, len(labels))``; it runs in a worker thread, never on the event loop;
-- ``Model.example_batch(n)``: inputs used to warm up every batch size;
-- ``input_name``, ``input_shape``, ``output_name`` and ``labels``: what the
-  Open Inference Protocol (``/v2``) advertises.
+- ``predict(batch)``: a stacked batch ``(N, *input_shape)`` -> ``(N, len(labels))``
+  raw outputs (what ``/v2`` returns); it runs in a worker thread;
+- ``postprocess(output)``: one output row -> one score per label, what
+  ``/v1/classify`` ranks (softmax here; sigmoid for a multi-label model, the
+  identity for a model that already outputs probabilities).
+
+``batch``, ``unbatch`` and ``example_batch`` have defaults in ``ImageClassifier``.
 
 To serve your own classifier: export it to ONNX with a dynamic batch axis,
-point ``MODEL_PATH`` at it, put its classes in ``labels.txt`` beside it, and
-change ``IMAGE_SIZE``, ``MEAN``/``STD`` and the tensor names below to match.
+set the contract below (tensor names, ``input_shape``, ``mean`` and ``std``
+of its training, ``labels``), point ``MODEL_PATH`` at it and run
+``make test MODEL_PATH=...``.
 """
 
 from __future__ import annotations
@@ -21,65 +28,60 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .serving.device import Device
-from .serving.errors import InvalidInput
 from .serving.onnxruntime_backend import create_session
 from .settings import Settings
+from .vision.contract import ImageClassifier, check_onnx_session, check_probe
 from .vision.images import decode_image
 
-IMAGE_SIZE = 64
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1)
 
-
-def read_labels(path) -> list[str]:
-    labels = [
-        line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-    if not labels:
-        raise ValueError(f"labels file {path} is empty")
-    return labels
-
-
-class Model:
+class Model(ImageClassifier):
+    # --- the contract ------------------------------------------------------------
     platform = "onnxruntime_onnx"
     input_name = "input"
-    output_name = "logits"
-    input_shape = (3, IMAGE_SIZE, IMAGE_SIZE)
+    input_shape = (3, 64, 64)  # one image: channels (3 RGB, 1 greyscale), height, width
     input_dtype = np.float32
+    # the normalisation of the training data: one value per input channel
+    mean = (0.485, 0.456, 0.406)
+    std = (0.229, 0.224, 0.225)
+    output_name = "logits"
+    labels = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.labels: list[str] = []
-        self.device: Device | None = None
         self._session = None
+        self._mean = np.asarray(self.mean, dtype=np.float32).reshape(-1, 1, 1)
+        self._std = np.asarray(self.std, dtype=np.float32).reshape(-1, 1, 1)
 
     def load(self) -> None:
         self._session, self.device = create_session(self.settings.model_path, self.settings)
-        self.labels = read_labels(self.settings.resolved_labels_path)
-        inputs = {i.name for i in self._session.get_inputs()}
-        if self.input_name not in inputs:
-            raise ValueError(
-                f"model has no input named {self.input_name!r} (it has {sorted(inputs)})"
-            )
-        classes = self._session.get_outputs()[0].shape[-1]
-        if isinstance(classes, int) and classes != len(self.labels):
-            raise ValueError(
-                f"model predicts {classes} classes but there are {len(self.labels)} labels"
-            )
+        check_onnx_session(self, self._session)
+        check_probe(self)
 
     def preprocess(self, data: bytes) -> np.ndarray:
-        """Decode, resize and normalise one image to a ``(3, 64, 64)`` float32 row."""
-        image = decode_image(data, max_pixels=self.settings.max_image_pixels)
-        if min(image.size) < 1:
-            raise InvalidInput("the image has no pixels", param="file")
-        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-        pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255.0
-        return (pixels - MEAN) / STD
+        """Decode, resize and normalise one image to an ``input_shape`` row."""
+        channels, height, width = self.input_shape
+        image = decode_image(
+            data, max_pixels=self.settings.max_image_pixels, greyscale=channels == 1
+        )
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
+        pixels = np.asarray(image, dtype=np.float32).reshape(height, width, channels) / 255.0
+        return ((pixels.transpose(2, 0, 1) - self._mean) / self._std).astype(self.input_dtype)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         return self._session.run([self.output_name], {self.input_name: batch})[0]
 
-    def example_batch(self, size: int) -> np.ndarray:
-        rng = np.random.default_rng(size)
-        return rng.standard_normal((size, *self.input_shape), dtype=np.float32)
+    def postprocess(self, output: np.ndarray) -> np.ndarray:
+        """One row of logits -> softmax probabilities, one per label."""
+        shifted = np.exp(output - output.max())
+        return shifted / shifted.sum()

@@ -2,7 +2,7 @@
 
 Each index names a distinct image; the answer is the whole ranking with its
 scores, different for every image, so a result delivered to the wrong request
-is caught.
+is caught. Tensor names and shapes come from the contract in ``model.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import numpy as np
 
+from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.settings import Settings
+from {{ cookiecutter.package_name }}.vision.v2 import NUMPY_TO_V2
 
 from .conftest import Hostile
 from .images import image_bytes, png_bomb
@@ -49,8 +51,12 @@ def same_answer(got: Answer, expected: Answer) -> bool:
 
 
 def fingerprint(answer: Answer) -> Any:
-    """What must differ between two distinct requests' answers."""
-    return tuple(round(score, 3) for _, score in answer)
+    """What must differ between two distinct requests' answers: the ranking and its scores.
+
+    Four decimals, the resolution of ``same_answer``: a small model's scores may
+    differ between images only in the third.
+    """
+    return tuple((label, round(score, 4)) for label, score in answer)
 
 
 def capacity(concurrent: int, queued: int) -> dict[str, Any]:
@@ -65,19 +71,24 @@ def pending(service: Any) -> int:
 
 def hostile_requests() -> dict[str, Hostile]:
     """Hostile input only this workload has: image bombs and absurd tensors."""
-    tensor = {"name": "input", "datatype": "FP32", "data": [0.0]}
+    shape = list(Model.input_shape)
+    tensor = {
+        "name": Model.input_name,
+        "datatype": NUMPY_TO_V2[np.dtype(Model.input_dtype)],
+        "data": [0.0],
+    }
     header = json.dumps(
-        {"inputs": [{**tensor, "shape": [1, 3, 64, 64], "parameters": {"binary_data_size": 2**40}}]}
+        {"inputs": [{**tensor, "shape": [1, *shape], "parameters": {"binary_data_size": 2**40}}]}
     ).encode()
     return {
         "decompression-bomb": Hostile(
             ROUTE, {"files": {"file": ("b.png", png_bomb())}}, 413, "file"
         ),
         "absurd-tensor-shape": Hostile(
-            V2_INFER, {"json": {"inputs": [{**tensor, "shape": [2**62, 3, 64, 64]}]}}, 400, "shape"
+            V2_INFER, {"json": {"inputs": [{**tensor, "shape": [2**62, *shape]}]}}, 400, "shape"
         ),
         "negative-tensor-shape": Hostile(
-            V2_INFER, {"json": {"inputs": [{**tensor, "shape": [-1, 3, 64, 64]}]}}, 400, "shape"
+            V2_INFER, {"json": {"inputs": [{**tensor, "shape": [-1, *shape]}]}}, 400, "shape"
         ),
         "absurd-binary-size": Hostile(
             V2_INFER,

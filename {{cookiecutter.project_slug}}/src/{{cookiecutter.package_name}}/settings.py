@@ -50,10 +50,6 @@ class Settings(BaseSettings):
 {%- endif %}
     )
 {%- if cookiecutter.workload == 'vision' %}
-    labels_path: Path | None = Field(
-        None,
-        description="Class labels, one per line; default: `labels.txt` beside MODEL_PATH.",
-    )
     max_image_pixels: int = Field(
         25_000_000,
         ge=1,
@@ -318,12 +314,6 @@ class Settings(BaseSettings):
     @property
     def max_batch_wait_s(self) -> float:
         return self.max_batch_wait_ms / 1000.0
-{%- endif %}
-{%- if cookiecutter.workload == 'vision' %}
-
-    @property
-    def resolved_labels_path(self) -> Path:
-        return self.labels_path or self.model_path.with_name("labels.txt")
 {%- endif %}
 
 

@@ -55,6 +55,19 @@ def require_weights(path: Path) -> Path:
     return path
 
 
+def weight_mismatches(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """How a state dict and a module disagree: missing, unexpected and misshapen tensors."""
+    expected = module.state_dict()
+    problems = [f"missing {name}" for name in expected if name not in state]
+    problems += [f"unexpected {name}" for name in state if name not in expected]
+    problems += [
+        f"{name} is {tuple(state[name].shape)} in the weights, {tuple(tensor.shape)} in the network"
+        for name, tensor in expected.items()
+        if name in state and state[name].shape != tensor.shape
+    ]
+    return problems
+
+
 def load_weights(
     module: torch.nn.Module,
     path: Path,
@@ -71,6 +84,12 @@ def load_weights(
     """
     state = load_file(str(require_weights(path)), device="cpu")
     state = {name: tensor for name, tensor in state.items() if not name.startswith(unused_prefixes)}
+    problems = weight_mismatches(module, state)
+    if problems:  # one line, not load_state_dict's multi-line report
+        raise ValueError(
+            f"the weights in {path} do not fit the network in model.py: {'; '.join(problems[:3])}"
+            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        )
     module.load_state_dict(state, strict=True)
     module = module.to(device=str(device), dtype=dtype).eval()
     module.requires_grad_(False)

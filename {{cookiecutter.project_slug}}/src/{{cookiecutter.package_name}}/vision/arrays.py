@@ -1,31 +1,22 @@
-"""Batch glue for array models: stack request payloads, split the outputs back."""
+"""Batch glue for array models: the model's own ``batch``, one ``predict``, its ``unbatch``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
 
-
-class ArrayModel(Protocol):
-    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+from .contract import ImageClassifier
 
 
-def run_stacked(model: ArrayModel, payloads: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Concatenate payloads along axis 0, predict once, return each payload's rows.
+def run_stacked(model: ImageClassifier, payloads: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Stack payloads (``model.batch``), predict once, give each payload its rows back.
 
     A payload may hold several rows (a v2 request with batch dimension > 1);
     each gets back exactly as many output rows, in order.
     """
-    batch = payloads[0] if len(payloads) == 1 else np.concatenate(payloads, axis=0)
-    outputs = model.predict(batch)
+    batch = model.batch(payloads)
+    outputs = model.predict(batch)  # type: ignore[attr-defined]
     if len(outputs) != len(batch):
         raise RuntimeError(f"predict returned {len(outputs)} rows for a batch of {len(batch)}")
-    results: list[np.ndarray] = []
-    start = 0
-    for payload in payloads:
-        end = start + len(payload)
-        results.append(outputs[start:end])
-        start = end
-    return results
+    return model.unbatch(outputs, [len(payload) for payload in payloads])

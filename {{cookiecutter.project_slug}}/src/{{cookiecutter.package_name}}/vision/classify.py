@@ -8,6 +8,7 @@ parsing altogether: the cheaper path for programs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import numpy as np
@@ -49,7 +50,10 @@ REQUEST_BODY: dict[str, Any] = {
 
 class Prediction(BaseModel):
     label: str
-    score: float = Field(description="Softmax probability, 0..1")
+    score: float = Field(
+        description="The label's score from the model's postprocess (the demo model: its "
+        "softmax probability, 0..1)"
+    )
 
 
 class ClassifyResponse(BaseModel):
@@ -57,13 +61,12 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
 
 
-def top_k(logits: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
-    shifted = np.exp(logits - logits.max())
-    probabilities = shifted / shifted.sum()
+def top_k(scores: np.ndarray, labels: Sequence[str], k: int) -> list[Prediction]:
+    """The ``k`` best-scored labels, best first (``scores``: one per label)."""
     k = min(k, len(labels))
-    best = np.argpartition(-probabilities, k - 1)[:k]
-    best = best[np.argsort(-probabilities[best], kind="stable")]
-    return [Prediction(label=labels[i], score=float(probabilities[i])) for i in best]
+    best = np.argpartition(-scores, k - 1)[:k]
+    best = best[np.argsort(-scores[best], kind="stable")]
+    return [Prediction(label=labels[i], score=float(scores[i])) for i in best]
 
 
 async def read_image(request: Request) -> bytes:
@@ -110,9 +113,8 @@ async def classify(
     with service.admit() as admission:  # a full queue answers 503 before the upload is read
         data = await read_image(request)
         row = await service.preprocess(model.preprocess, data)  # decode + resize off the loop
-        logits = await service.infer(
+        outputs = await service.infer(
             row[np.newaxis], 1, admission=admission, disconnected=disconnect_waiter(request)
         )
-    return ClassifyResponse(
-        model=settings.model_name, predictions=top_k(logits[0], model.labels, k)
-    )
+    scores = model.postprocess(outputs[0])  # the model's own: softmax, sigmoid, identity...
+    return ClassifyResponse(model=settings.model_name, predictions=top_k(scores, model.labels, k))

@@ -12,8 +12,8 @@ from ..serving.errors import InvalidInput, PayloadTooLarge
 ACCEPTED_FORMATS = ("JPEG", "PNG")
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Return the decoded RGB image, or raise a 4xx error naming the problem.
+def decode_image(data: bytes, *, max_pixels: int, greyscale: bool = False) -> Image.Image:
+    """Return the decoded image in RGB (or ``L`` when ``greyscale``), or raise a 4xx error.
 
     The header is parsed first (``Image.open`` is lazy), so a decompression
     bomb (a tiny PNG declaring 100k x 100k pixels) is refused before any pixel
@@ -42,4 +42,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
         raise InvalidInput("the file is not a JPEG or PNG image", param="file") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise InvalidInput(f"the image could not be decoded: {exc}", param="file") from None
-    return image.convert("RGB") if image.mode != "RGB" else image
+    if min(image.size) < 1:
+        raise InvalidInput("the image has no pixels", param="file")
+    mode = "L" if greyscale else "RGB"
+    return image.convert(mode) if image.mode != mode else image
