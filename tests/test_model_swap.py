@@ -86,8 +86,9 @@ def test_a_team_model_passes_the_contract_suite_and_serves(
             "no:cacheprovider",
             "-m",
             "not heavy",
-            "--model-path",
-            str(model_path),
+            # one argument: pytest reads a separate value as a path before conftest.py adds
+            # the option, and fails with "unrecognized arguments"
+            f"--model-path={model_path}",
         ],
         project,
         **env,

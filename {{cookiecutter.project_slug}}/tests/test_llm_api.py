@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 import pytest
 from fastapi import FastAPI
@@ -208,7 +209,7 @@ def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
         ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
         ({"prompt": ["one", "two"]}, "prompt"),
         ({"prompt": [999999]}, "prompt"),
-        ({"prompt": ""}, "prompt"),
+        ({"prompt": []}, "prompt"),  # "" is empty too, unless the tokenizer adds a BOS token
     ],
 )
 def test_bad_completion_requests_answer_400(
@@ -265,11 +266,22 @@ def test_unknown_model_answers_404(client: openai.OpenAI) -> None:
 
 
 class SlowModel(Model):
-    """The demo model, 20 ms per decode step: a generation outlasts the test's other calls."""
+    """The model, 20 ms per decode step and never ending on its own: a generation outlasts
+    the test's other calls."""
+
+    def prefill(self, prompts):  # type: ignore[no-untyped-def]
+        logits, caches = super().prefill(prompts)
+        return self._endless(logits), caches
 
     def decode(self, tokens, caches):  # type: ignore[no-untyped-def]
         time.sleep(0.02)
-        return super().decode(tokens, caches)
+        logits, caches = super().decode(tokens, caches)
+        return self._endless(logits), caches
+
+    def _endless(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.array(logits)
+        logits[:, sorted(self.tokenizer.eos_token_ids)] = -np.inf
+        return logits
 
 
 def test_one_slot_refuses_when_full_and_frees_the_slot_of_a_client_that_left(
