@@ -23,11 +23,13 @@ splits the result.
 The demo is two ONNX graphs built by ``scripts/make_demo_model.py``:
 ``prefill.onnx`` (prompts in, keys and values out) and ``model.onnx`` at
 MODEL_PATH (one token per sequence plus ``past_key_values.{i}.key|value`` in,
-``present.{i}.key|value`` out). To serve your own decoder-only model, export
-the same pair of graphs (Hugging Face Optimum's decoder / decoder-with-past
-exports have this shape), put them at MODEL_PATH and beside it, set the
-constants below to your model's, and swap ``ByteTokenizer`` for your
-tokenizer if it has another vocabulary.
+``present.{i}.key|value`` out, the logits of the last position only). To
+serve your own decoder-only model, export the same pair of graphs, put them
+at MODEL_PATH and beside it, set the constants below to your model's, and
+swap ``ByteTokenizer`` for your tokenizer if it has another vocabulary.
+Hugging Face Optimum's decoder / decoder-with-past exports have these inputs
+and caches but logits for every position: take the last one in ``prefill``
+and ``decode`` and change the ``LOGITS`` axes in ``graph_outputs``.
 
 On a GPU the caches travel through host memory at every step (numpy in and
 out): correct, but for serious GPU serving prefer the torch backend or an
