@@ -164,10 +164,12 @@ class Model:
             check_vocab_size(VOCAB_SIZE, vocab, f"{path}/config.json")
             check_context_length(CONTEXT_LENGTH, maximum, f"{path}/config.json")
         else:
+            # DemoLM's token and position tables, checked before load_state_dict's long report
             shapes = _weight_shapes(require_weights(path))
-            if "embed.weight" in shapes:  # DemoLM's: token and position embeddings
+            if "embed.weight" in shapes:
                 check_vocab_size(VOCAB_SIZE, shapes["embed.weight"][0], str(path))
-                check_context_length(CONTEXT_LENGTH, shapes["pos_embed.weight"][0], str(path))
+            positions = shapes.get("pos_embed.weight", (None,))[0]
+            check_context_length(CONTEXT_LENGTH, positions, str(path))
             network = self.network()
             try:
                 self._net = load_weights(network, path, self.device, dtype)
