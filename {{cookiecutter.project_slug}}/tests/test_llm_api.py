@@ -315,7 +315,10 @@ def test_one_slot_refuses_when_full_and_frees_the_slot_of_a_client_that_left(
         ):
             assert held.status_code == 200
             assert held.headers["content-type"].startswith("text/event-stream")
-            assert next(line for line in held.iter_lines() if line.startswith("data: "))
+            # keep the line iterator referenced: a dropped one is closed, and closing it
+            # closes the stream, so the client would hang up before the slot is tested
+            lines = held.iter_lines()
+            assert any(line.startswith("data: ") for line in lines)
             with pytest.raises(openai.APIStatusError) as refused:
                 complete(client, settings.model_name, "no room")
             assert refused.value.status_code == 503
