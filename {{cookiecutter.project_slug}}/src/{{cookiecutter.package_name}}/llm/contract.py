@@ -7,8 +7,11 @@ prompt, for one, fails deep inside the model as a reshape of zero elements).
 
 from __future__ import annotations
 
+{%- if cookiecutter.backend == 'onnxruntime' %}
+
 from collections.abc import Sequence
 from typing import Protocol
+{%- endif %}
 
 from .tokenizer import Tokenizer
 
@@ -45,14 +48,6 @@ def check_tokenizer(tokenizer: Tokenizer, vocab_size: int) -> None:
         )
 
 
-def check_vocab_size(declared: int, found: int, where: str) -> None:
-    if declared != found:
-        raise ContractError(
-            f"{where} has a vocabulary of {found} tokens but model.py declares "
-            f"VOCAB_SIZE = {declared}: set VOCAB_SIZE = {found}"
-        )
-
-
 def check_context_length(declared: int, maximum: int | None, where: str) -> None:
     if declared < 2:
         raise ContractError(f"model.py declares CONTEXT_LENGTH = {declared}: at least 2 tokens")
@@ -61,6 +56,16 @@ def check_context_length(declared: int, maximum: int | None, where: str) -> None
             f"model.py declares CONTEXT_LENGTH = {declared} but {where} holds at most {maximum} "
             f"positions: set CONTEXT_LENGTH = {maximum} (or less)"
         )
+{%- if cookiecutter.backend == 'torch' %}
+
+
+def check_vocab_size(declared: int, found: int, where: str) -> None:
+    if declared != found:
+        raise ContractError(
+            f"{where} has a vocabulary of {found} tokens but model.py declares "
+            f"VOCAB_SIZE = {declared}: set VOCAB_SIZE = {found}"
+        )
+{%- else %}
 
 
 # One axis of a graph tensor: a dynamic axis by its name ("batch"), or a
@@ -115,3 +120,4 @@ def check_tensors(
                     f"{where} {kind} {name!r} has {got} where model.py declares "
                     f"{want[0]} = {want[1]}: set {want[0]} = {got}"
                 )
+{%- endif %}
