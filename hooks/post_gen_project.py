@@ -73,6 +73,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             OPENAI_MODELS,
             "tests/llm_support.py",
             "tests/test_llm_api.py",
+            "tests/test_llm_contract.py",
             "tests/test_llm_model.py",
             "tests/test_scheduler.py",
             "tests/test_text.py",

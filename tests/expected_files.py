@@ -68,6 +68,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
     },
     ("workload", "llm"): workload_package(
         "llm",
+        "contract",
         "generation",
         "kv_cache",
         "routes",
@@ -81,6 +82,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         f"{PACKAGE}/serving/openai_models.py",
         "tests/llm_support.py",
         "tests/test_llm_api.py",
+        "tests/test_llm_contract.py",
         "tests/test_llm_model.py",
         "tests/test_scheduler.py",
         "tests/test_text.py",

@@ -85,12 +85,17 @@ def model_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(PROJECT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, str(PROJECT / "scripts" / "make_demo_model.py"), "--out", str(out)],
-        check=True,
         env=env,
         capture_output=True,
+        text=True,
     )
+    if built.returncode:  # its own error, not a truncated CalledProcessError
+        pytest.fail(
+            f"scripts/make_demo_model.py failed ({built.returncode}):\n{built.stderr[-4000:]}",
+            pytrace=False,
+        )
     return out
 
 

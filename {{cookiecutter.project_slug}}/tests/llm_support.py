@@ -34,6 +34,7 @@ class FakeModel:
         fail_when: Callable[[str, int], BaseException | None] | None = None,
     ) -> None:
         self.tokenizer = ByteTokenizer()
+        self.vocab_size = self.tokenizer.vocab_size
         self.context_length = 64
         self.device = None
         self.gate = gate

@@ -7,6 +7,7 @@ into a temporary folder: no hub, no network.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,9 +15,12 @@ import numpy as np
 import openai
 import pytest
 import torch
+from fastapi.testclient import TestClient
 
+from {{ cookiecutter.package_name }} import model as model_module
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.model import Model
+from {{ cookiecutter.package_name }}.serving.errors import StartupFailed
 
 from .conftest import live_server, make_settings
 
@@ -58,6 +62,16 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(config).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def declared(folder: Path) -> Iterator[None]:
+    """model.py's contract set to the folder's values, as a team serving it would edit it."""
+    config = json.loads((folder / "config.json").read_text())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(model_module, "VOCAB_SIZE", config["vocab_size"])
+        patch.setattr(model_module, "CONTEXT_LENGTH", config["n_positions"])
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +148,25 @@ def test_serves_the_openai_api(folder: Path) -> None:
         assert reply.usage.prompt_tokens == len(b"user: hi\nassistant: ")
         with pytest.raises(openai.BadRequestError, match="128 tokens"):
             client.completions.create(model=name, prompt="x" * 200)
+
+
+def test_a_folder_without_tokenizer_files_names_the_fix(folder: Path, tmp_path: Path) -> None:
+    for item in folder.iterdir():
+        if item.name.endswith("config.json") and not item.name.startswith("tokenizer"):
+            (tmp_path / item.name).write_bytes(item.read_bytes())
+    (tmp_path / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    app = create_app(make_settings(tmp_path))
+    fix = r"no tokenizer files .*tokenizer\.save_pretrained"
+    with pytest.raises(StartupFailed, match=fix), TestClient(app):
+        pass
+
+
+def test_a_declared_vocabulary_the_folder_does_not_have(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_module, "VOCAB_SIZE", 259)
+    with pytest.raises(ValueError, match="declares VOCAB_SIZE = 259: set VOCAB_SIZE = 257"):
+        Model(make_settings(folder)).load()
 
 
 def test_pickled_weights_are_refused(folder: Path, tmp_path: Path) -> None:

@@ -1,4 +1,7 @@
-"""The demo model's KV cache and batching are exact, and warmup covers every shape."""
+"""The KV cache and batching are exact, the model fits its contract, warmup covers every shape.
+
+All but the reference test hold for any model that satisfies ``model.py``'s contract.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from {{ cookiecutter.package_name }} import model as model_module
 from {{ cookiecutter.package_name }}.llm.kv_cache import cache_length
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.model import Model
@@ -16,6 +20,7 @@ from {{ cookiecutter.package_name }}.serving.warmup import warmup_batch_sizes
 from .conftest import make_settings
 
 TOLERANCE = {"atol": 2e-3, "rtol": 2e-3}
+DEMO_GREEDY = "~Rt?p2&y"  # from "The demo model says"
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +73,27 @@ def test_sequences_from_different_steps_batch_together(model: Model) -> None:
         np.testing.assert_allclose(mixed[row], alone[0], **TOLERANCE)
 
 
-def test_vocabulary_matches_the_tokenizer(model: Model) -> None:
-    logits, _ = model.prefill([model.tokenizer.encode("x")])
-    assert logits.shape == (1, model.tokenizer.vocab_size)
-    assert model.context_length > 0
+def test_logits_cover_the_declared_vocabulary(model: Model) -> None:
+    logits, caches = model.prefill([model.tokenizer.encode("x")] * 2)
+    assert logits.shape == (2, model.vocab_size) == (2, model_module.VOCAB_SIZE)
+    assert model.tokenizer.vocab_size <= model.vocab_size
+    logits, _ = model.decode([0, 1], caches)
+    assert logits.shape == (2, model.vocab_size)
+    assert model.context_length == model_module.CONTEXT_LENGTH
+
+
+@pytest.mark.reference
+def test_the_demo_model_answers_as_built(model: Model) -> None:
+    """Greedy tokens of the demo's fixed-seed weights (both backends build the same values)."""
+    assert (model.vocab_size, model.context_length) == (259, 256)
+    sequence = model.tokenizer.encode("The demo model says")
+    assert len(sequence) == len(b"The demo model says")  # byte-level tokens
+    logits, caches = model.prefill([sequence])
+    greedy = []
+    for _ in range(8):
+        greedy.append(int(logits[0].argmax()))
+        logits, caches = model.decode([greedy[-1]], caches)
+    assert model.tokenizer.decode(greedy) == DEMO_GREEDY
 
 
 def test_warmup_covers_prefill_and_decode_shapes_before_ready(model_path: Path) -> None:

@@ -1,8 +1,10 @@
 """Build the demo language model as two ONNX graphs, offline and deterministically.
 
 Uses the ``onnx`` package alone (no torch): a small decoder-only transformer
-(4 layers, width 512, 8 query heads sharing one key/value head, 256 positions,
-byte-level vocabulary) with fixed-seed weights, exported as
+with fixed-seed weights, shaped by the contract in the service's ``model.py``
+(vocabulary, context length, layers, key/value heads and head size, tensor
+names; the demo: 4 layers, 8 query heads sharing one key/value head of 64,
+256 positions, byte-level vocabulary), exported as
 
 - ``prefill.onnx``: a whole left-padded prompt batch in; next-token logits and
   every layer's keys and values (``present.{i}.key|value``) out;
@@ -28,24 +30,32 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnx.external_data_helper import set_external_data
 
+from {{ cookiecutter.package_name }}.model import (
+    CONTEXT_LENGTH,
+    CONTEXT_METADATA,
+    HEAD_DIM,
+    INPUTS,
+    KV_HEADS,
+    LAYERS,
+    LOGITS,
+    PAST,
+    PREFILL_FILE,
+    PRESENT,
+    VOCAB_SIZE,
+)
+
 SEED = 20240601
-VOCAB = 259  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|> (runtime/tokenizer.py)
-CONTEXT = 256
-DIM = 512
-LAYERS = 4
-HEADS = 8
-KV_HEADS = 1  # multi-query attention: a small KV cache per token
-HEAD_DIM = DIM // HEADS
+HEADS = 8  # query heads; KV_HEADS of them share each key/value head
+DIM = HEADS * HEAD_DIM
 FFN = 4 * DIM
-PREFILL_FILE = "prefill.onnx"
 WEIGHTS_FILE = "model.weights"
 
 
 def weight_shapes() -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes; ``(out, in)`` for linear layers, as torch stores them."""
     shapes: dict[str, tuple[int, ...]] = {
-        "embed.weight": (VOCAB, DIM),
-        "pos_embed.weight": (CONTEXT, DIM),
+        "embed.weight": (VOCAB_SIZE, DIM),
+        "pos_embed.weight": (CONTEXT_LENGTH, DIM),
     }
     for i in range(LAYERS):
         linears = {
@@ -61,8 +71,8 @@ def weight_shapes() -> dict[str, tuple[int, ...]]:
             shapes[f"layers.{i}.{name}.weight"] = shape
             shapes[f"layers.{i}.{name}.bias"] = (shape[0],)
     shapes["norm.weight"] = shapes["norm.bias"] = (DIM,)
-    shapes["lm_head.weight"] = (VOCAB, DIM)
-    shapes["lm_head.bias"] = (VOCAB,)
+    shapes["lm_head.weight"] = (VOCAB_SIZE, DIM)
+    shapes["lm_head.bias"] = (VOCAB_SIZE,)
     return shapes
 
 
@@ -132,22 +142,20 @@ def build_graph(with_past: bool) -> onnx.GraphProto:
     x = g.op(
         "Add",
         [
-            g.op("Gather", ["embed.weight", "input_ids"]),
-            g.op("Gather", ["pos_embed.weight", "position_ids"]),
+            g.op("Gather", ["embed.weight", INPUTS[0]]),
+            g.op("Gather", ["pos_embed.weight", INPUTS[2]]),
         ],
     )
     # attention rule, shaped (batch, 1, tokens, total): causal over past + new tokens, padding
     # hidden, and every position may see itself (so padded rows never divide by zero)
-    total = g.op("Squeeze", [g.op("Shape", ["attention_mask"], start=1, end=2)])
-    tokens = g.op("Squeeze", [g.op("Shape", ["input_ids"], start=1, end=2)])
+    total = g.op("Squeeze", [g.op("Shape", [INPUTS[1]], start=1, end=2)])
+    tokens = g.op("Squeeze", [g.op("Shape", [INPUTS[0]], start=1, end=2)])
     key_pos = g.op("Unsqueeze", [g.op("Range", [g.const(0), total, g.const(1)]), g.const([0])])
     query_pos = g.op(
         "Add", [g.op("Range", [g.const(0), tokens, g.const(1)]), g.op("Sub", [total, tokens])]
     )
     query_pos = g.op("Unsqueeze", [query_pos, g.const([1])])
-    visible = g.op(
-        "Unsqueeze", [g.op("Cast", ["attention_mask"], to=TensorProto.BOOL), g.const([1, 2])]
-    )
+    visible = g.op("Unsqueeze", [g.op("Cast", [INPUTS[1]], to=TensorProto.BOOL), g.const([1, 2])])
     allowed = g.op(
         "Or",
         [
@@ -164,12 +172,12 @@ def build_graph(with_past: bool) -> onnx.GraphProto:
         q = g.op("Transpose", [q], perm=[0, 2, 1, 3])  # (batch, heads, tokens, head_dim)
         kv = g.op("Reshape", [g.linear(h, f"{p}.kv"), g.const([0, 0, 2, KV_HEADS, HEAD_DIM])])
         kv = g.op("Transpose", [kv], perm=[2, 0, 3, 1, 4])  # (2, batch, kv_heads, tokens, head_dim)
-        key_names = (f"present.{i}.key", f"present.{i}.value")
+        key_names = (PRESENT.format(layer=i, kind="key"), PRESENT.format(layer=i, kind="value"))
         if with_past:
             k = g.op("Gather", [kv, g.const(0)], axis=0)
             v = g.op("Gather", [kv, g.const(1)], axis=0)
-            k = g.op("Concat", [f"past_key_values.{i}.key", k], key_names[0], axis=2)
-            v = g.op("Concat", [f"past_key_values.{i}.value", v], key_names[1], axis=2)
+            k = g.op("Concat", [PAST.format(layer=i, kind="key"), k], key_names[0], axis=2)
+            v = g.op("Concat", [PAST.format(layer=i, kind="value"), v], key_names[1], axis=2)
         else:
             k = g.op("Gather", [kv, g.const(0)], key_names[0], axis=0)
             v = g.op("Gather", [kv, g.const(1)], key_names[1], axis=0)
@@ -197,30 +205,32 @@ def build_graph(with_past: bool) -> onnx.GraphProto:
         )
         x = g.op("Add", [x, g.linear(gelu, f"{p}.fc2")])
     last = g.op("Gather", [g.layer_norm(x, "norm"), g.const(-1)], axis=1)  # (batch, dim)
-    g.op("Add", [g.op("MatMul", [last, "lm_head.weight"]), "lm_head.bias"], "logits")
+    g.op("Add", [g.op("MatMul", [last, "lm_head.weight"]), "lm_head.bias"], LOGITS)
 
     def info(name: str, dtype: int, shape: list[object]) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(name, dtype, shape)
 
     inputs = [
-        info("input_ids", TensorProto.INT64, ["batch", "tokens"]),
-        info("attention_mask", TensorProto.INT64, ["batch", "total"]),
-        info("position_ids", TensorProto.INT64, ["batch", "tokens"]),
+        info(INPUTS[0], TensorProto.INT64, ["batch", "tokens"]),
+        info(INPUTS[1], TensorProto.INT64, ["batch", "total"]),
+        info(INPUTS[2], TensorProto.INT64, ["batch", "tokens"]),
     ]
-    outputs = [info("logits", TensorProto.FLOAT, ["batch", VOCAB])]
+    outputs = [info(LOGITS, TensorProto.FLOAT, ["batch", VOCAB_SIZE])]
     for i in range(LAYERS):
         for kind in ("key", "value"):
             if with_past:
                 inputs.append(
                     info(
-                        f"past_key_values.{i}.{kind}",
+                        PAST.format(layer=i, kind=kind),
                         TensorProto.FLOAT,
                         ["batch", KV_HEADS, "past", HEAD_DIM],
                     )
                 )
             outputs.append(
                 info(
-                    f"present.{i}.{kind}", TensorProto.FLOAT, ["batch", KV_HEADS, "total", HEAD_DIM]
+                    PRESENT.format(layer=i, kind=kind),
+                    TensorProto.FLOAT,
+                    ["batch", KV_HEADS, "total", HEAD_DIM],
                 )
             )
     return helper.make_graph(
@@ -262,7 +272,7 @@ def build(out: Path) -> None:
             graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="make_demo_model"
         )
         model.ir_version = 8
-        helper.set_model_props(model, {"context_length": str(CONTEXT), "vocab_size": str(VOCAB)})
+        helper.set_model_props(model, {CONTEXT_METADATA: str(CONTEXT_LENGTH)})
         onnx.save(model, path)
         onnx.checker.check_model(str(path), full_check=True)
 

@@ -1,11 +1,12 @@
 """Build the demo language model as safetensors weights, offline and deterministically.
 
-The network is ``DemoLM`` from the service's ``model.py``: a small decoder-only
-transformer (4 layers, width 512, 8 query heads sharing one key/value head,
-256 positions, byte-level vocabulary). Its weights come from a per-name fixed
-seed (the onnxruntime variant of this script makes the very same values) and
-are saved with safetensors, never pickle. The text it writes is gibberish
-(nudged towards printable ASCII) but repeatable.
+The network is ``Model.network()`` from the service's ``model.py`` (the demo's
+``DemoLM``: a small decoder-only transformer of ``VOCAB_SIZE`` tokens and
+``CONTEXT_LENGTH`` positions, 4 layers, width 512, 8 query heads sharing one
+key/value head). Its weights come from a per-name fixed seed (the onnxruntime
+variant of this script makes the very same values) and are saved with
+safetensors, never pickle. The text it writes is gibberish (nudged towards
+printable ASCII) but repeatable.
 
     python scripts/make_demo_model.py [--out models/model.safetensors]
 """
@@ -20,12 +21,12 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from {{ cookiecutter.package_name }}.model import LAYERS, DemoLM
+from {{ cookiecutter.package_name }}.model import Model
 
 SEED = 20240601
 
 
-def demo_weight(name: str, shape: tuple[int, ...]) -> np.ndarray:
+def demo_weight(name: str, shape: tuple[int, ...], layers: int) -> np.ndarray:
     """One parameter from a per-name seed (order-independent)."""
     rng = np.random.default_rng([SEED, zlib.crc32(name.encode())])
     if ".norm" in name or name.startswith("norm."):
@@ -45,7 +46,7 @@ def demo_weight(name: str, shape: tuple[int, ...]) -> np.ndarray:
     elif name == "lm_head.weight":
         std = 4.0 / np.sqrt(shape[1])
     elif name.endswith(("out.weight", "fc2.weight")):  # residual branches: scaled by depth
-        std = 1.0 / np.sqrt(shape[1] * 2 * LAYERS)
+        std = 1.0 / np.sqrt(shape[1] * 2 * layers)
     else:
         std = 1.0 / np.sqrt(shape[1])
     return (rng.standard_normal(shape) * std).astype(np.float32)
@@ -56,9 +57,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("models/model.safetensors"))
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    state = DemoLM().state_dict()
+    state = Model.network().state_dict()
+    layers = len({name.split(".")[1] for name in state if name.startswith("layers.")})
     weights = {
-        name: torch.from_numpy(demo_weight(name, tuple(p.shape))) for name, p in state.items()
+        name: torch.from_numpy(demo_weight(name, tuple(p.shape), layers))
+        for name, p in state.items()
     }
     save_file(weights, str(args.out))
     print(f"wrote {args.out}")

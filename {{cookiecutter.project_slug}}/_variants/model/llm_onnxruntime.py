@@ -1,13 +1,17 @@
 """The model: the one file to edit to serve your own.
 
-The service reads only what this module defines:
+The contract, what the service reads from this module and nothing else:
 
+- the constants below: the vocabulary (logits per position), the context
+  length, the KV-cache layout (layers, key/value heads, head size) and the
+  graphs' tensor names. The demo builder and the tests read them; ``load()``
+  checks both graphs against them (names, element types, dynamic axes, sizes)
+  and fails start-up with one line that names the fix;
 - ``Model(settings)`` and ``Model.load()``: open the model once at start-up;
-- ``tokenizer``: text <-> token ids and the chat template (the contract is in
-  ``llm/tokenizer.py``), and ``context_length``: the most tokens, prompt
-  plus completion, one sequence may hold;
+  ``tokenizer``: text <-> token ids, the end-of-sequence ids and the chat
+  template (the protocol is in ``llm/tokenizer.py``);
 - ``Model.prefill(prompts)``: whole prompts (lists of token ids) -> next-token
-  logits ``(batch, vocab)`` and one KV cache per prompt;
+  logits ``(batch, VOCAB_SIZE)`` and one KV cache per prompt;
 - ``Model.decode(tokens, caches)``: one step: each sequence's last token and
   its cache -> next-token logits and the grown caches.
 
@@ -19,10 +23,13 @@ splits the result.
 The demo is two ONNX graphs built by ``scripts/make_demo_model.py``:
 ``prefill.onnx`` (prompts in, keys and values out) and ``model.onnx`` at
 MODEL_PATH (one token per sequence plus ``past_key_values.{i}.key|value`` in,
-``present.{i}.key|value`` out). To serve your own decoder-only model, export
-the same pair of graphs (Hugging Face Optimum's decoder / decoder-with-past
-exports have this shape), put them at MODEL_PATH and beside it, swap
-``ByteTokenizer`` for your tokenizer, and adjust the names below.
+``present.{i}.key|value`` out, the logits of the last position only). To
+serve your own decoder-only model, export the same pair of graphs, put them
+at MODEL_PATH and beside it, set the constants below to your model's, and
+swap ``ByteTokenizer`` for your tokenizer if it has another vocabulary.
+Hugging Face Optimum's decoder / decoder-with-past exports have these inputs
+and caches but logits for every position: take the last one in ``prefill``
+and ``decode`` and change the ``LOGITS`` axes in ``graph_outputs``.
 
 On a GPU the caches travel through host memory at every step (numpy in and
 out): correct, but for serious GPU serving prefer the torch backend or an
@@ -32,9 +39,12 @@ export with an on-device cache (onnxruntime-genai).
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
 
+from .llm.contract import Axis, ContractError, check_context_length, check_tensors
 from .llm.kv_cache import (
     SequenceKV,
+    TokenBatch,
     cache_length,
     decode_inputs,
     prefill_inputs,
@@ -46,7 +56,50 @@ from .serving.device import Device
 from .serving.onnxruntime_backend import create_session
 from .settings import Settings
 
-PREFILL_FILE = "prefill.onnx"  # beside MODEL_PATH
+# The contract: logits per position, and the most tokens one sequence may hold.
+VOCAB_SIZE = ByteTokenizer.vocab_size  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|>
+CONTEXT_LENGTH = 256
+# The KV cache: per layer, keys and values shaped (batch, KV_HEADS, positions, HEAD_DIM).
+LAYERS = 4
+KV_HEADS = 1
+HEAD_DIM = 64
+KV_DTYPE = "tensor(float)"
+# The graphs: token inputs, both graphs; the cache goes in as PAST (decode graph) and
+# comes out as PRESENT (both); {layer} counts from 0, {kind} is "key" or "value".
+INPUTS = ("input_ids", "attention_mask", "position_ids")
+LOGITS = "logits"
+PAST = "past_key_values.{layer}.{kind}"
+PRESENT = "present.{layer}.{kind}"
+PREFILL_FILE = "prefill.onnx"  # beside MODEL_PATH, which is the decode graph
+# ONNX metadata the export may carry: the most positions the model was built for.
+CONTEXT_METADATA = "context_length"
+
+
+def cache_names(pattern: str) -> list[str]:
+    return [pattern.format(layer=i, kind=kind) for i in range(LAYERS) for kind in ("key", "value")]
+
+
+def graph_inputs(with_past: bool) -> dict[str, tuple[str, list[Axis]]]:
+    """The contract's inputs: name -> (element type, axes)."""
+    tokens: dict[str, tuple[str, list[Axis]]] = {
+        INPUTS[0]: ("tensor(int64)", ["batch", "tokens"]),
+        INPUTS[1]: ("tensor(int64)", ["batch", "total"]),
+        INPUTS[2]: ("tensor(int64)", ["batch", "tokens"]),
+    }
+    if with_past:
+        tokens |= {name: (KV_DTYPE, _kv_axes("past")) for name in cache_names(PAST)}
+    return tokens
+
+
+def graph_outputs() -> dict[str, tuple[str, list[Axis]]]:
+    outputs: dict[str, tuple[str, list[Axis]]] = {
+        LOGITS: ("tensor(float)", ["batch", ("VOCAB_SIZE", VOCAB_SIZE)])
+    }
+    return outputs | {name: (KV_DTYPE, _kv_axes("total")) for name in cache_names(PRESENT)}
+
+
+def _kv_axes(positions: str) -> list[Axis]:
+    return ["batch", ("KV_HEADS", KV_HEADS), positions, ("HEAD_DIM", HEAD_DIM)]
 
 
 class Model:
@@ -54,58 +107,66 @@ class Model:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.vocab_size = VOCAB_SIZE
+        self.context_length = CONTEXT_LENGTH
         self.tokenizer = ByteTokenizer()
-        self.context_length = 0
         self.device: Device | None = None
-        self._layers = 0
+        self._outputs = [LOGITS, *cache_names(PRESENT)]
 
     def load(self) -> None:
-        self._decode, self.device = create_session(self.settings.model_path, self.settings)
-        self._prefill, _ = create_session(
-            self.settings.model_path.with_name(PREFILL_FILE), self.settings
-        )
-        metadata = self._decode.get_modelmeta().custom_metadata_map
-        self.context_length = int(metadata["context_length"])
-        self._layers = sum(
-            1 for i in self._decode.get_inputs() if i.name.startswith("past_key_values.")
-        )
-        self._layers //= 2
-        self._outputs = ["logits"] + [
-            f"present.{i}.{kind}" for i in range(self._layers) for kind in ("key", "value")
-        ]
-        vocab = self._decode.get_outputs()[0].shape[-1]
-        if isinstance(vocab, int) and vocab != self.tokenizer.vocab_size:
-            raise ValueError(
-                f"the model has {vocab} logits but the tokenizer {self.tokenizer.vocab_size} tokens"
+        decode_path = self.settings.model_path
+        prefill_path = decode_path.with_name(PREFILL_FILE)
+        if decode_path.is_file() and not prefill_path.is_file():
+            raise FileNotFoundError(
+                f"{prefill_path} does not exist: export the prefill graph (no past inputs) "
+                "beside the decode graph"
             )
+        self._decode, self.device = create_session(decode_path, self.settings)
+        self._prefill, _ = create_session(prefill_path, self.settings)
+        for session, path, with_past in (
+            (self._decode, decode_path, True),
+            (self._prefill, prefill_path, False),
+        ):
+            _check_graph(session, path.name, with_past)
 
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[SequenceKV]]:
         batch = prefill_inputs(prompts)
-        outputs = self._prefill.run(
-            self._outputs,
-            {
-                "input_ids": batch.input_ids,
-                "attention_mask": batch.attention_mask,
-                "position_ids": batch.position_ids,
-            },
-        )
-        return outputs[0], split_caches(self._pairs(outputs), [len(p) for p in prompts])
+        feed = _token_feed(batch)
+        outputs = self._prefill.run(self._outputs, feed)
+        return outputs[0], split_caches(_pairs(outputs), [len(p) for p in prompts])
 
     def decode(
         self, tokens: list[int], caches: list[SequenceKV]
     ) -> tuple[np.ndarray, list[SequenceKV]]:
         lengths = [cache_length(c) for c in caches]
         batch = decode_inputs(tokens, lengths)
-        feed = {
-            "input_ids": batch.input_ids,
-            "attention_mask": batch.attention_mask,
-            "position_ids": batch.position_ids,
-        }
+        feed = _token_feed(batch)
+        names = cache_names(PAST)
         for i, (keys, values) in enumerate(stack_caches(caches)):
-            feed[f"past_key_values.{i}.key"] = keys
-            feed[f"past_key_values.{i}.value"] = values
+            feed[names[2 * i]] = keys
+            feed[names[2 * i + 1]] = values
         outputs = self._decode.run(self._outputs, feed)
-        return outputs[0], split_caches(self._pairs(outputs), [n + 1 for n in lengths])
+        return outputs[0], split_caches(_pairs(outputs), [n + 1 for n in lengths])
 
-    def _pairs(self, outputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(self._layers)]
+
+def _token_feed(batch: TokenBatch) -> dict[str, np.ndarray]:
+    arrays = (batch.input_ids, batch.attention_mask, batch.position_ids)
+    return dict(zip(INPUTS, arrays, strict=True))
+
+
+def _pairs(outputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(outputs[1 + 2 * i], outputs[2 + 2 * i]) for i in range(LAYERS)]
+
+
+def _check_graph(session: ort.InferenceSession, where: str, with_past: bool) -> None:
+    """The graph's tensors and its context metadata against the constants above."""
+    past = [i.name for i in session.get_inputs() if i.name.startswith(PAST.split("{")[0])]
+    if with_past and past and len(past) != 2 * LAYERS:
+        raise ContractError(
+            f"{where} has {len(past) // 2} layers of past keys and values but model.py "
+            f"declares LAYERS = {LAYERS}: set LAYERS = {len(past) // 2}"
+        )
+    check_tensors(where, "input", session.get_inputs(), graph_inputs(with_past))
+    check_tensors(where, "output", session.get_outputs(), graph_outputs())
+    maximum = session.get_modelmeta().custom_metadata_map.get(CONTEXT_METADATA)
+    check_context_length(CONTEXT_LENGTH, int(maximum) if maximum else None, where)

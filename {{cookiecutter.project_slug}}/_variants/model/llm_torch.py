@@ -1,14 +1,18 @@
 """The model: the one file to edit to serve your own.
 
-The service reads only what this module defines:
+The contract, what the service reads from this module and nothing else:
 
+- ``VOCAB_SIZE`` and ``CONTEXT_LENGTH`` below: the logits per position and the
+  most tokens, prompt plus completion, one sequence may hold. The demo
+  builder and the tests read them; ``load()`` checks the model against them
+  and fails start-up with one line that names the fix;
 - ``Model(settings)`` and ``Model.load()``: build the network and load its
-  weights once at start-up (safetensors only: pickled checkpoints are refused);
-- ``tokenizer``: text <-> token ids and the chat template (the contract is in
-  ``llm/tokenizer.py``), and ``context_length``: the most tokens, prompt
-  plus completion, one sequence may hold;
+  weights once at start-up (safetensors only: pickled checkpoints are
+  refused), setting ``tokenizer`` (text <-> token ids, the end-of-sequence
+  ids and the chat template; the protocol is in ``llm/tokenizer.py``);
+- ``Model.network()``: the network the demo's weights belong to;
 - ``Model.prefill(prompts)``: whole prompts (lists of token ids) -> next-token
-  logits ``(batch, vocab)`` and one KV cache per prompt;
+  logits ``(batch, VOCAB_SIZE)`` and one KV cache per prompt;
 - ``Model.decode(tokens, caches)``: one step: each sequence's last token and
   its cache -> next-token logits and the grown caches.
 
@@ -20,20 +24,27 @@ splits the result, on the model's device.
 MODEL_PATH is either the demo's ``.safetensors`` weights for ``DemoLM`` below
 (built by ``scripts/make_demo_model.py``), or a local Hugging Face causal-LM
 folder (``config.json``, safetensors weights, tokenizer files), loaded by
-``llm/hf_causal_lm.py`` with transformers (``pip install ".[hf]"``):
-local files only, never remote code. To serve another architecture, replace
-``DemoLM`` with your network: ``forward(input_ids, attention_mask,
-position_ids, past)`` returning the last position's logits and each layer's
-``(keys, values)``.
+``llm/hf_causal_lm.py`` with transformers (``pip install ".[hf]"``): local
+files only, never remote code. For a folder, set ``VOCAB_SIZE`` to its
+``config.json`` ``vocab_size`` and ``CONTEXT_LENGTH`` to at most its maximum
+positions (``max_position_embeddings`` or ``n_positions``); its tokenizer and
+chat template come from the folder. To serve another architecture, replace
+``DemoLM`` with your network (and ``network()``): ``forward(input_ids,
+attention_mask, position_ids, past)`` returning the last position's logits and
+each layer's ``(keys, values)``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 
+from .llm.contract import ContractError, check_context_length, check_vocab_size
 from .llm.kv_cache import (
     SequenceKV,
     cache_length,
@@ -44,11 +55,14 @@ from .llm.kv_cache import (
 )
 from .llm.tokenizer import ByteTokenizer, Tokenizer
 from .serving.device import Device
-from .serving.torch_backend import compute_dtype, load_weights, select_device
+from .serving.torch_backend import compute_dtype, load_weights, require_weights, select_device
 from .settings import Settings
 
-VOCAB = 259  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|> (llm/tokenizer.py)
-CONTEXT = 256
+# The contract: logits per position, and the most tokens one sequence may hold.
+VOCAB_SIZE = ByteTokenizer.vocab_size  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|>
+CONTEXT_LENGTH = 256
+
+# The demo network (DemoLM below); a Hugging Face folder brings its own config.
 DIM = 512
 LAYERS = 4
 HEADS = 8
@@ -93,11 +107,11 @@ class DemoLM(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.embed = nn.Embedding(VOCAB, DIM)
-        self.pos_embed = nn.Embedding(CONTEXT, DIM)
+        self.embed = nn.Embedding(VOCAB_SIZE, DIM)
+        self.pos_embed = nn.Embedding(CONTEXT_LENGTH, DIM)
         self.layers = nn.ModuleList(Block() for _ in range(LAYERS))
         self.norm = nn.LayerNorm(DIM)
-        self.lm_head = nn.Linear(DIM, VOCAB)
+        self.lm_head = nn.Linear(DIM, VOCAB_SIZE)
 
     def forward(
         self,
@@ -126,24 +140,45 @@ class Model:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.vocab_size = VOCAB_SIZE
+        self.context_length = CONTEXT_LENGTH
         self.tokenizer: Tokenizer = ByteTokenizer()
-        self.context_length = CONTEXT
         self.device: Device | None = None
         self._net: nn.Module | None = None
+
+    @staticmethod
+    def network() -> nn.Module:
+        """The network the demo's weights belong to (``scripts/make_demo_model.py`` fills it)."""
+        return DemoLM()
 
     def load(self) -> None:
         self.device = select_device(self.settings)
         dtype = compute_dtype(self.settings, self.device)
         if self.settings.intra_op_threads:
             torch.set_num_threads(self.settings.intra_op_threads)
-        if self.settings.model_path.is_dir():  # a Hugging Face causal-LM folder
+        path = self.settings.model_path
+        if path.is_dir():  # a Hugging Face causal-LM folder
             from .llm.hf_causal_lm import load_causal_lm
 
-            self._net, self.tokenizer, self.context_length = load_causal_lm(
-                self.settings.model_path, self.device, dtype
-            )
+            self._net, self.tokenizer, vocab, maximum = load_causal_lm(path, self.device, dtype)
+            check_vocab_size(VOCAB_SIZE, vocab, f"{path}/config.json")
+            check_context_length(CONTEXT_LENGTH, maximum, f"{path}/config.json")
         else:
-            self._net = load_weights(DemoLM(), self.settings.model_path, self.device, dtype)
+            # DemoLM's token and position tables, checked before load_state_dict's long report
+            shapes = _weight_shapes(require_weights(path))
+            if "embed.weight" in shapes:
+                check_vocab_size(VOCAB_SIZE, shapes["embed.weight"][0], str(path))
+            positions = shapes.get("pos_embed.weight", (None,))[0]
+            check_context_length(CONTEXT_LENGTH, positions, str(path))
+            network = self.network()
+            try:
+                self._net = load_weights(network, path, self.device, dtype)
+            except RuntimeError as exc:  # load_state_dict's report: one line per tensor
+                detail = str(exc).splitlines()[-1].strip()
+                raise ContractError(
+                    f"{path} does not fit {type(network).__name__} ({detail}): "
+                    "save the weights of this network (make model builds the demo's)"
+                ) from None
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[SequenceKV]]:
@@ -171,3 +206,9 @@ class Model:
 
 def _numpy(logits: torch.Tensor) -> np.ndarray:
     return logits.float().cpu().numpy()
+
+
+def _weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor shapes from a safetensors header, without reading the weights."""
+    with safe_open(str(path), framework="pt") as weights:
+        return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}  # noqa: SIM118

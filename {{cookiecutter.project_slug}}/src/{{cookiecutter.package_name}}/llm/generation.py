@@ -21,6 +21,7 @@ from ..serving.device import Device
 from ..serving.lifecycle import Readiness
 from ..serving.warmup import warmup_batch_sizes
 from ..settings import Settings
+from .contract import WARMUP_TEXT, check_tokenizer
 from .sampling import SamplingParams
 from .scheduler import Generation, GenerationModel, GenerationObserver, Scheduler
 
@@ -31,6 +32,7 @@ class LanguageModel(GenerationModel, Protocol):
     """``model.py``'s contract: the scheduler's calls plus loading and limits."""
 
     device: Device | None
+    vocab_size: int  # logits per position
     context_length: int
 
     def load(self) -> None: ...
@@ -58,6 +60,7 @@ class GenerationService:
         started = time.perf_counter()
         model = factory()
         await asyncio.to_thread(model.load)
+        check_tokenizer(model.tokenizer, model.vocab_size)
         context_length = settings.context_length or model.context_length
         if context_length > model.context_length:
             raise ValueError(
@@ -117,7 +120,7 @@ def warm_up(model: GenerationModel, max_running: int, context_length: int) -> li
     the first requests, and a batch that cannot fit fails start-up, not traffic.
     """
     shapes: list[str] = []
-    prompt = model.tokenizer.encode("Warm up")[: max(1, context_length - 2)]
+    prompt = model.tokenizer.encode(WARMUP_TEXT)[: max(1, context_length - 2)]
     for size in warmup_batch_sizes(max_running):
         logits, caches = model.prefill([prompt] * size)
         model.decode([int(row.argmax()) for row in logits], caches)

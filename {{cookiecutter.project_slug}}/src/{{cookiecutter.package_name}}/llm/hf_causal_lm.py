@@ -86,10 +86,15 @@ class HuggingFaceCausalLM(nn.Module):
         return output.logits[:, -1], present
 
 
+# What save_pretrained writes for a tokenizer, by kind: fast (tokenizer.json),
+# SentencePiece (tokenizer.model), BPE (vocab.json + merges.txt), WordPiece (vocab.txt).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
 def load_causal_lm(
     path: Path, device: Device, dtype: torch.dtype
-) -> tuple[HuggingFaceCausalLM, HuggingFaceTokenizer, int]:
-    """The wrapped model, its tokenizer and its context length, from a local folder."""
+) -> tuple[HuggingFaceCausalLM, HuggingFaceTokenizer, int, int]:
+    """The wrapped model, its tokenizer, its vocabulary (logits) and its most positions."""
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
         from transformers.cache_utils import DynamicLayer
@@ -101,6 +106,11 @@ def load_causal_lm(
     transformers_logging.disable_progress_bar()  # service logs, not a terminal
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{path} has no tokenizer files ({', '.join(TOKENIZER_FILES)}): save the model's "
+            f"tokenizer there too: tokenizer.save_pretrained({str(path)!r})"
+        )
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
         path, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=dtype
@@ -123,5 +133,11 @@ def load_causal_lm(
         raise ValueError(
             f"unsupported cache layout ({names}): only full-attention key/value caches are served"
         )
+    vocab_size = model.get_output_embeddings().weight.shape[0]
     logger.info("Hugging Face model %s (%s) on %s in %s", path, config.model_type, device, dtype)
-    return HuggingFaceCausalLM(model), HuggingFaceTokenizer(tokenizer, eos_ids), int(context_length)
+    return (
+        HuggingFaceCausalLM(model),
+        HuggingFaceTokenizer(tokenizer, eos_ids),
+        int(vocab_size),
+        int(context_length),
+    )
