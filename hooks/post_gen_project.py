@@ -83,6 +83,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             OPENAI_MODELS,
             "tests/test_embeddings.py",
             "tests/test_embeddings_batching.py",
+            "tests/test_embeddings_contract.py",
             "tests/test_embeddings_real_model.py",
         ],
         "tts": [

@@ -82,12 +82,13 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_scheduler.py",
         "tests/test_text.py",
     },
-    ("workload", "embeddings"): workload_package("embeddings", "routes", "tokens")
+    ("workload", "embeddings"): workload_package("embeddings", "contract", "routes", "tokens")
     | BATCHING
     | {
         f"{PACKAGE}/serving/openai_models.py",
         "tests/test_embeddings.py",
         "tests/test_embeddings_batching.py",
+        "tests/test_embeddings_contract.py",
         "tests/test_embeddings_real_model.py",
     },
     ("workload", "tts"): workload_package(

@@ -86,8 +86,9 @@ def test_a_team_model_passes_the_contract_suite_and_serves(
             "no:cacheprovider",
             "-m",
             "not heavy",
-            "--model-path",
-            str(model_path),
+            # one argument: as two, pytest takes the path for a test path before the
+            # project's conftest (which defines --model-path) is loaded
+            f"--model-path={model_path}",
         ],
         project,
         **env,
