@@ -256,3 +256,15 @@ def test_float_json_is_plain_numbers(http: TestClient) -> None:
     embedding = json.loads(raw)["data"][0]["embedding"]
     assert len(embedding) == Model.dimensions
     assert all(isinstance(value, float) for value in embedding)
+
+
+@pytest.mark.reference
+def test_the_demo_model_gives_its_known_tokens_and_vector(http: TestClient) -> None:
+    """The demo model's answer, pinned: its tokenizer, pooling and weights as built."""
+    answer = http.post("/v1/embeddings", json={"input": TEXTS[0], "encoding_format": "float"})
+    assert answer.json()["usage"]["prompt_tokens"] == 13  # [CLS] the cat sat on the mat . [SEP]
+    np.testing.assert_allclose(
+        answer.json()["data"][0]["embedding"][:6],
+        [-0.08998, -0.00813, 0.01845, 0.02783, 0.16751, 0.02545],
+        atol=2e-5,
+    )

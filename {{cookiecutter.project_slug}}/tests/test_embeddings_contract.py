@@ -120,8 +120,16 @@ def test_without_config_json_the_model_itself_is_probed(
 @pytest.mark.parametrize(
     ("attribute", "value", "fragment"),
     [
-        ("output_name", "pooled", "the graph has no output 'pooled'"),
-        ("input_names", ("ids", "mask"), "the graph has no input 'ids'"),
+        (
+            "output_name",
+            f"{Model.output_name}_renamed",
+            f"the graph has no output '{Model.output_name}_renamed'",
+        ),
+        (
+            "input_names",
+            tuple(f"{name}_renamed" for name in Model.input_names),
+            f"the graph has no input '{Model.input_names[0]}_renamed'",
+        ),
     ],
 )
 def test_tensor_names_the_graph_does_not_have(
