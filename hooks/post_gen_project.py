@@ -91,6 +91,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             *BATCHING,
             OPENAI_MODELS,
             "tests/test_speech.py",
+            "tests/test_speech_contract.py",
             "tests/test_speech_model.py",
         ],
     },
