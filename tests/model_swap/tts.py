@@ -62,22 +62,27 @@ def metadata() -> dict[str, str]:
 
 def reference(ids: np.ndarray, frames: np.ndarray, speaker: int) -> np.ndarray:
     """What the team's graph computes for one utterance, in numpy."""
-    ends = np.cumsum(frames) * HOP
-    t = np.arange(ends[-1])
-    index = np.minimum((t[:, None] >= ends[None, :]).sum(axis=1), len(ids) - 1)
-    amplitude = loudness()[ids][index]
-    return (amplitude * 0.5 * np.sin(2 * np.pi * PITCHES[speaker] * t / SAMPLE_RATE)).astype(
-        np.float32
-    )
+    ends = np.cumsum(frames)
+    frame = np.arange(ends[-1])
+    index = np.minimum((frame[:, None] >= ends[None, :]).sum(axis=1), len(ids) - 1)
+    amplitude = np.repeat(loudness()[ids][index], HOP)  # each frame's loudness, per sample
+    t = np.arange(len(amplitude))
+    tone = np.sin((PITCHES[speaker] * t).astype(np.float32) * np.float32(2 * np.pi / SAMPLE_RATE))
+    return (amplitude * 0.5 * tone).astype(np.float32)
 
 
 def build_onnx(project: Path, out_dir: Path) -> Path:
+    """The team's graph: (ids, frames, speaker) -> a sine at the speaker's pitch, each frame
+    as loud as its character; frames past an item's end are silent."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     ids, frames, speaker = NAMES
+    nodes: list[onnx.NodeProto] = []
+    initializers: list[onnx.TensorProto] = []
 
-    def const(name: str, value: object, dtype: object = np.int64) -> str:
+    def const(value: object, dtype: object = np.int64) -> str:
+        name = f"c{len(initializers)}"
         initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
@@ -86,56 +91,46 @@ def build_onnx(project: Path, out_dir: Path) -> Path:
         nodes.append(helper.make_node(op, list(inputs), [output], **attributes))
         return output
 
-    nodes: list[onnx.NodeProto] = []
-    initializers: list[onnx.TensorProto] = []
-    hop = const("hop", HOP)
-    ends = node("Mul", node("CumSum", frames, const("axis1", 1)), hop)  # (B, L) last sample + 1
-    total = node("ReduceSum", frames, const("axes1", [1]), keepdims=1)  # (B, 1) frames
-    longest = node("Mul", node("ReduceMax", total, keepdims=0), hop)
-    t = node("Range", const("zero", 0), longest, const("one", 1))  # (T,)
+    ends = node("CumSum", frames, const(1))  # (B, L) frame after each character
+    total = node("ReduceSum", frames, const([1]), keepdims=1)  # (B, 1) frames per item
+    frame = node("Range", const(0), node("ReduceMax", total, keepdims=0), const(1))  # (F,)
     started = node(
         "GreaterOrEqual",
-        node("Unsqueeze", t, const("axes01", [0, 1])),  # (1, 1, T)
-        node("Unsqueeze", ends, const("axes2", [2])),  # (B, L, 1)
+        node("Unsqueeze", frame, const([0, 1])),  # (1, 1, F)
+        node("Unsqueeze", ends, const([2])),  # (B, L, 1)
     )
-    chars = node("Shape", ids)
-    last = node("Sub", node("Gather", chars, const("one_index", 1)), const("one_b", 1))
-    index = node(
+    last = node("Sub", node("Gather", node("Shape", ids), const(1)), const(1))
+    char = node(
         "Min",
-        node(
-            "ReduceSum",
-            node("Cast", started, to=TensorProto.INT64),
-            const("axes1b", [1]),
-            keepdims=0,
-        ),
+        node("ReduceSum", node("Cast", started, to=TensorProto.INT64), const([1]), keepdims=0),
         last,
-    )
-    amplitude = node(
-        "GatherElements",
-        node("Gather", const("loudness", loudness(), np.float32), ids),
-        index,
-        axis=1,
-    )
-    pitch = node(
-        "Unsqueeze",
-        node("Gather", const("pitches", PITCHES, np.float32), speaker),
-        const("axes1c", [1]),
-    )
-    t_float = node("Unsqueeze", node("Cast", t, to=TensorProto.FLOAT), const("axes0", [0]))
-    phase = node(
-        "Mul", node("Mul", pitch, t_float), const("two_pi_sr", 2 * np.pi / SAMPLE_RATE, np.float32)
-    )
+    )  # (B, F) the character each frame belongs to
+    loud = node("GatherElements", node("Gather", const(loudness(), np.float32), ids), char, axis=1)
     inside = node(
+        "Cast", node("Less", node("Unsqueeze", frame, const([0])), total), to=TensorProto.FLOAT
+    )
+    per_frame = node("Mul", node("Mul", loud, inside), const(0.5, np.float32))  # (B, F)
+    batch = node("Shape", ids, end=1)
+    per_sample = node(
+        "Reshape",
+        node(
+            "Mul", node("Unsqueeze", per_frame, const([2])), const(np.ones((1, 1, HOP)), np.float32)
+        ),
+        node("Concat", batch, const([-1]), axis=0),
+    )  # (B, F * HOP)
+    samples = node("Shape", per_sample, start=1)
+    t = node(
         "Cast",
-        node("Less", node("Unsqueeze", t, const("axes0b", [0])), node("Mul", total, hop)),
+        node("Range", const(0), node("Squeeze", samples, const([0])), const(1)),
         to=TensorProto.FLOAT,
     )
-    wave_ = node(
+    pitch = node("Unsqueeze", node("Gather", const(PITCHES, np.float32), speaker), const([1]))
+    phase = node(
         "Mul",
-        node("Mul", node("Sin", phase), node("Mul", amplitude, const("half", 0.5, np.float32))),
-        inside,
+        node("Mul", pitch, node("Unsqueeze", t, const([0]))),
+        const(2 * np.pi / SAMPLE_RATE, np.float32),
     )
-    nodes.append(helper.make_node("Identity", [wave_], [OUTPUT]))
+    nodes.append(helper.make_node("Mul", [node("Sin", phase), per_sample], [OUTPUT]))
     graph = helper.make_graph(
         nodes,
         "team_tts",

@@ -103,12 +103,12 @@ def test_duration_grows_with_the_input_and_shrinks_with_speed(api: openai.OpenAI
 def test_pcm_is_the_wav_samples_without_the_header(api: openai.OpenAI) -> None:
     text = f"{SENTENCE} And a second sentence follows it."
     response = api.audio.speech.with_raw_response.create(
-        model=MODEL, voice="coral", input=text, response_format="pcm"
+        model=MODEL, voice=VOICES[-1], input=text, response_format="pcm"
     )
     assert response.headers["content-type"] == "audio/pcm"
     assert response.headers["x-sample-rate"] == str(SAMPLE_RATE)
     pcm = response.content
-    wav = speak(api, text, voice="coral", response_format="wav")
+    wav = speak(api, text, voice=VOICES[-1], response_format="wav")
     assert len(pcm) % 2 == 0
     assert pcm == wav[44:]
 
@@ -116,10 +116,10 @@ def test_pcm_is_the_wav_samples_without_the_header(api: openai.OpenAI) -> None:
 def test_streamed_response_is_the_same_audio(api: openai.OpenAI) -> None:
     text = " ".join(f"Sentence number {n} is here." for n in range(6))
     with api.audio.speech.with_streaming_response.create(
-        model=MODEL, voice="echo", input=text, response_format="wav"
+        model=MODEL, voice=VOICES[0], input=text, response_format="wav"
     ) as response:
         streamed = b"".join(response.iter_bytes())
-    assert streamed == speak(api, text, voice="echo")
+    assert streamed == speak(api, text, voice=VOICES[0])
     read_wav(streamed)
 
 

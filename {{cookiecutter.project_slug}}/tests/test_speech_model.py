@@ -50,7 +50,7 @@ def model(model_path: Path) -> Model:
 def test_the_demo_model_speaks_at_24_khz_in_openais_ten_voices() -> None:
     assert Model.sample_rate == 24_000
     assert list(Model.voices) == [
-        VOICE, "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer"
+        "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer"
     ]  # fmt: skip
     assert sorted(Model.voices.values()) == list(range(10))
 
