@@ -7,7 +7,7 @@ or, worse, serve audio at the wrong speed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping{% if cookiecutter.backend == 'onnxruntime' %}, Sequence{% endif %}
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ def check_voices(voices: Mapping[str, int], num_voices: int) -> None:
             f"Model.voices maps {name!r} to voice {index} but the model has {num_voices} "
             f"voices: map the names to 0..{num_voices - 1}"
         )
+{%- if cookiecutter.backend == 'onnxruntime' %}
 
 
 def check_graph(session: Any, input_names: Sequence[str], output_name: str) -> None:
@@ -69,6 +70,7 @@ def check_graph(session: Any, input_names: Sequence[str], output_name: str) -> N
         raise ContractError(
             f"output {output_name!r} has shape {output.shape}: export it as (batch, samples), mono"
         )
+{%- endif %}
 
 
 def probe(model: Any) -> None:
