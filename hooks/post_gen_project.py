@@ -87,6 +87,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             OPENAI_MODELS,
             "tests/test_embeddings.py",
             "tests/test_embeddings_batching.py",
+            "tests/test_embeddings_contract.py",
             "tests/test_embeddings_real_model.py",
         ],
         "tts": [
@@ -94,6 +95,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             *BATCHING,
             OPENAI_MODELS,
             "tests/test_speech.py",
+            "tests/test_speech_contract.py",
             "tests/test_speech_model.py",
         ],
     },

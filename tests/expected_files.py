@@ -87,21 +87,23 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_scheduler.py",
         "tests/test_text.py",
     },
-    ("workload", "embeddings"): workload_package("embeddings", "routes", "tokens")
+    ("workload", "embeddings"): workload_package("embeddings", "contract", "routes", "tokens")
     | BATCHING
     | {
         f"{PACKAGE}/serving/openai_models.py",
         "tests/test_embeddings.py",
         "tests/test_embeddings_batching.py",
+        "tests/test_embeddings_contract.py",
         "tests/test_embeddings_real_model.py",
     },
     ("workload", "tts"): workload_package(
-        "tts", "audio", "chunk_stream", "routes", "speech_service", "text_chunks"
+        "tts", "audio", "chunk_stream", "contract", "routes", "speech_service", "text_chunks"
     )
     | BATCHING
     | {
         f"{PACKAGE}/serving/openai_models.py",
         "tests/test_speech.py",
+        "tests/test_speech_contract.py",
         "tests/test_speech_model.py",
     },
     ("backend", "onnxruntime"): {

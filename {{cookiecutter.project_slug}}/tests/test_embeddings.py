@@ -1,4 +1,8 @@
-"""``/v1/embeddings`` and ``/v1/models`` driven by the official ``openai`` client; bad input."""
+"""``/v1/embeddings`` and ``/v1/models`` driven by the official ``openai`` client; bad input.
+
+Contract tests: they pass for any model that fits ``Model``'s declared contract
+(its ``dimensions``, ``max_input_tokens``, ``tokenizer_file``) and read it from there.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from fastapi.testclient import TestClient
 from tokenizers import Tokenizer
 
 from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.serving.errors import StartupFailed
 
 from .conftest import live_server, make_settings
@@ -27,9 +32,15 @@ TEXTS = [
     "12345 !?",
 ]
 JSON_HEADERS = {"content-type": "application/json"}
-LONG_TEXT = " ".join(
-    ["people often read a long book"] * 40
-)  # about 240 tokens, over the demo's 128
+# at least three times the model's limit: every word is one token or more
+LONG_TEXT = " ".join(["people often read a long book"] * (Model.max_input_tokens // 2 + 1))
+OVER_THE_LIMIT = f"limit of {Model.max_input_tokens} tokens"
+# a `dimensions` the model refuses: shortening when it cannot, or longer than it is
+REFUSED_DIMENSIONS = (
+    (Model.dimensions + 1, "at most")
+    if Model.supports_dimensions
+    else (max(1, Model.dimensions // 2), "does not support")
+)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +74,7 @@ def embed(client: openai.OpenAI, model: str, texts: str | list[str], **kwargs: A
 def test_float_and_base64_agree(client: openai.OpenAI, model_name: str) -> None:
     as_float = embed(client, model_name, TEXTS, encoding_format="float")
     as_base64 = embed(client, model_name, TEXTS)  # the client asks for base64 and decodes it
-    assert as_float.shape == (len(TEXTS), 128)
+    assert as_float.shape == (len(TEXTS), Model.dimensions)
     np.testing.assert_array_equal(as_float, as_base64)
 
 
@@ -74,7 +85,8 @@ def test_response_shape_usage_and_unit_vectors(
     assert response.object == "list"
     assert response.model == model_name
     assert all(item.object == "embedding" for item in response.data)
-    tokenizer = Tokenizer.from_file(str(model_path.with_name("tokenizer.json")))
+    folder = model_path if model_path.is_dir() else model_path.parent
+    tokenizer = Tokenizer.from_file(str(folder / Model.tokenizer_file))
     expected_tokens = sum(len(tokenizer.encode(text).ids) for text in TEXTS)
     assert response.usage.prompt_tokens == response.usage.total_tokens == expected_tokens
     np.testing.assert_allclose(np.linalg.norm(vectors(response), axis=1), 1.0, atol=1e-5)
@@ -109,7 +121,7 @@ def test_models_list_and_retrieve(client: openai.OpenAI, model_name: str) -> Non
 
 def test_client_sees_a_clear_error(client: openai.OpenAI, model_name: str) -> None:
     with pytest.raises(openai.BadRequestError) as error:
-        client.embeddings.create(model=model_name, input="hello", dimensions=7)
+        client.embeddings.create(model=model_name, input="hello", dimensions=REFUSED_DIMENSIONS[0])
     assert error.value.body["param"] == "dimensions"
     with pytest.raises(openai.NotFoundError) as not_found:
         client.embeddings.create(model="another-model", input="hello")
@@ -138,10 +150,10 @@ def http(model_path: Path) -> Iterator[TestClient]:
         ({"input": None}, "input", "non-empty"),
         ({"input": "hi", "encoding_format": "int8"}, "encoding_format", "float"),
         ({"input": "hi", "dimensions": 0}, "dimensions", "greater than or equal to 1"),
-        ({"input": "hi", "dimensions": 64}, "dimensions", "does not support"),
+        ({"input": "hi", "dimensions": REFUSED_DIMENSIONS[0]}, "dimensions", REFUSED_DIMENSIONS[1]),
         ({"input": ["a", "b", "c", "d", "e"]}, "input", "at most 4"),
-        ({"input": LONG_TEXT}, "input", "limit of 128 tokens"),
-        ({"input": ["short", LONG_TEXT]}, "input[1]", "limit of 128 tokens"),
+        ({"input": LONG_TEXT}, "input", OVER_THE_LIMIT),
+        ({"input": ["short", LONG_TEXT]}, "input[1]", OVER_THE_LIMIT),
     ],
 )
 def test_bad_input_answers_400_naming_the_field(
@@ -184,14 +196,16 @@ def test_truncate_true_embeds_the_first_tokens(model_path: Path) -> None:
         )
         assert first.status_code == 200, first.text
         answer = first.json()
-    assert answer["usage"]["prompt_tokens"] == 2 * 128
+    assert answer["usage"]["prompt_tokens"] == 2 * Model.max_input_tokens
     a, b = (np.array(item["embedding"]) for item in answer["data"])
     np.testing.assert_allclose(a, b, atol=1e-6)  # what differs lies past the limit
 
 
 def test_max_input_tokens_lowers_the_limit(model_path: Path) -> None:
     with TestClient(create_app(make_settings(model_path, max_input_tokens=8))) as http:
-        response = http.post("/v1/embeddings", json={"input": "one two three four five six seven"})
+        response = http.post(
+            "/v1/embeddings", json={"input": "one two three four five six seven eight nine ten"}
+        )
     assert response.status_code == 400
     assert "limit of 8 tokens" in response.json()["error"]["message"]
 
@@ -199,7 +213,9 @@ def test_max_input_tokens_lowers_the_limit(model_path: Path) -> None:
 def test_max_input_tokens_over_the_model_limit_fails_startup(model_path: Path) -> None:
     with (
         pytest.raises(StartupFailed, match="exceeds the model's limit"),
-        TestClient(create_app(make_settings(model_path, max_input_tokens=4096))),
+        TestClient(
+            create_app(make_settings(model_path, max_input_tokens=Model.max_input_tokens + 1))
+        ),
     ):
         pass
 
@@ -238,4 +254,17 @@ def test_a_request_larger_than_the_queue_is_refused(model_path: Path, max_batch_
 def test_float_json_is_plain_numbers(http: TestClient) -> None:
     raw = http.post("/v1/embeddings", json={"input": "hello", "encoding_format": "float"}).content
     embedding = json.loads(raw)["data"][0]["embedding"]
-    assert len(embedding) == 128 and all(isinstance(value, float) for value in embedding)
+    assert len(embedding) == Model.dimensions
+    assert all(isinstance(value, float) for value in embedding)
+
+
+@pytest.mark.reference
+def test_the_demo_model_gives_its_known_tokens_and_vector(http: TestClient) -> None:
+    """The demo model's answer, pinned: its tokenizer, pooling and weights as built."""
+    answer = http.post("/v1/embeddings", json={"input": TEXTS[0], "encoding_format": "float"})
+    assert answer.json()["usage"]["prompt_tokens"] == 13  # [CLS] the cat sat on the mat . [SEP]
+    np.testing.assert_allclose(
+        answer.json()["data"][0]["embedding"][:6],
+        [-0.08998, -0.00813, 0.01845, 0.02783, 0.16751, 0.02545],
+        atol=2e-5,
+    )

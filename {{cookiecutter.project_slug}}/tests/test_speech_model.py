@@ -22,6 +22,12 @@ from {{ cookiecutter.package_name }}.tts.text_chunks import chunk_limit, split_t
 
 from .conftest import make_settings, run_async
 
+# two voice names that the contract maps to different voices of the model
+VOICE = next(iter(Model.voices))
+OTHER_VOICE = next(
+    (name for name, index in Model.voices.items() if index != Model.voices[VOICE]), VOICE
+)
+
 # batched and single calls may round differently (padding changes a backend's kernels):
 # within -60 dB of full scale is the same audio
 TOLERANCE = 1e-3
@@ -40,13 +46,18 @@ def model(model_path: Path) -> Model:
     return loaded
 
 
-def test_declares_voices_and_sample_rate(model: Model) -> None:
-    assert model.sample_rate == 24_000
-    assert "alloy" in model.voices and len(set(model.voices)) == len(model.voices)
+@pytest.mark.reference
+def test_the_demo_model_speaks_at_24_khz_in_openais_ten_voices() -> None:
+    assert Model.sample_rate == 24_000
+    assert list(Model.voices) == [
+        "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer"
+    ]  # fmt: skip
+    assert sorted(Model.voices.values()) == list(range(10))
 
 
 def test_batched_and_single_calls_give_the_same_audio(model: Model) -> None:
-    utterances = [model.prepare(text, model.voices[i], 1.0) for i, text in enumerate(TEXTS)]
+    names = list(model.voices)
+    utterances = [model.prepare(text, names[i % len(names)], 1.0) for i, text in enumerate(TEXTS)]
     alone = [model.predict([utterance])[0] for utterance in utterances]
     together = model.predict(utterances)
     for single, batched in zip(alone, together, strict=True):
@@ -61,7 +72,7 @@ def test_batched_and_single_calls_give_the_same_audio(model: Model) -> None:
 def test_length_is_known_up_front_and_grows_with_the_text(model: Model) -> None:
     lengths = []
     for count in (1, 2, 4):
-        utterance = model.prepare(" ".join([TEXTS[1]] * count), "alloy", 1.0)
+        utterance = model.prepare(" ".join([TEXTS[1]] * count), VOICE, 1.0)
         audio = model.predict([utterance])[0]
         assert audio.dtype == np.float32
         assert len(audio) == model.num_samples(utterance)
@@ -71,29 +82,35 @@ def test_length_is_known_up_front_and_grows_with_the_text(model: Model) -> None:
 
 
 def test_speed_scales_the_duration(model: Model) -> None:
-    normal = model.num_samples(model.prepare(TEXTS[3], "alloy", 1.0))
+    normal = model.num_samples(model.prepare(TEXTS[3], VOICE, 1.0))
     assert normal is not None
-    fast = model.num_samples(model.prepare(TEXTS[3], "alloy", 2.0))
-    slow = model.num_samples(model.prepare(TEXTS[3], "alloy", 0.25))
+    fast = model.num_samples(model.prepare(TEXTS[3], VOICE, 2.0))
+    slow = model.num_samples(model.prepare(TEXTS[3], VOICE, 0.25))
     assert fast is not None and slow is not None
     assert 0.4 < fast / normal < 0.6
     assert 3.6 < slow / normal < 4.4
 
 
 def test_audio_is_audible_bounded_and_repeatable(model: Model) -> None:
-    utterance = model.prepare(TEXTS[1], "nova", 1.0)
+    utterance = model.prepare(TEXTS[1], VOICE, 1.0)
     first, again = model.predict([utterance])[0], model.predict([utterance])[0]
     np.testing.assert_array_equal(first, again)
     assert np.abs(first).max() <= 1.0
     assert np.sqrt(np.mean(first**2)) > 0.02
-    other_voice = model.predict([model.prepare(TEXTS[1], "onyx", 1.0)])[0]
+    if OTHER_VOICE == VOICE:
+        return  # one voice: nothing to tell apart
+    other_voice = model.predict([model.prepare(TEXTS[1], OTHER_VOICE, 1.0)])[0]
     assert len(other_voice) == len(first) and not np.allclose(other_voice, first, atol=1e-3)
 
 
-def test_any_text_is_speakable_but_not_nothing(model: Model) -> None:
-    assert model.num_samples(model.prepare("Crème brûlée, 日本語 ✓", "alloy", 1.0))
+@pytest.mark.reference
+def test_the_demo_front_end_speaks_any_text(model: Model) -> None:
+    assert model.num_samples(model.prepare("Crème brûlée, 日本語 ✓", VOICE, 1.0))
+
+
+def test_nothing_to_speak_is_invalid_input(model: Model) -> None:
     with pytest.raises(InvalidInput) as raised:
-        model.prepare("", "alloy", 1.0)
+        model.prepare("", VOICE, 1.0)
     assert raised.value.param == "input"
 
 
@@ -125,9 +142,10 @@ def test_chunk_limit_shrinks_for_slow_speech() -> None:
 
 def test_wav_header_describes_the_samples() -> None:
     samples = np.sin(np.linspace(0, 100, 12_345)).astype(np.float32)
-    data = wav_header(24_000, len(samples)) + to_pcm16(samples)
+    data = wav_header(Model.sample_rate, len(samples)) + to_pcm16(samples)
     with wave.open(io.BytesIO(data)) as wav:
-        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 24_000)
+        layout = (wav.getnchannels(), wav.getsampwidth(), wav.getframerate())
+        assert layout == (1, 2, Model.sample_rate)
         assert wav.getnframes() == len(samples)
         decoded = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
     np.testing.assert_allclose(decoded / 32767, samples, atol=1 / 32767)

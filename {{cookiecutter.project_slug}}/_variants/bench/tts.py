@@ -49,9 +49,9 @@ COLUMNS += ["statuses", "cpu"]
 def measure_raw(model: Model, settings: Settings, seconds: float) -> dict[int, float]:
     """Audio seconds per second from ``predict`` on ready batches of the service's chunks."""
     chunks = split_text(TEXT, settings.tts_chunk_chars)
+    voices = list(model.voices)
     utterances = [
-        model.prepare(chunk, model.voices[i % len(model.voices)], 1.0)
-        for i, chunk in enumerate(chunks * 32)
+        model.prepare(chunk, voices[i % len(voices)], 1.0) for i, chunk in enumerate(chunks * 32)
     ]
     rate: dict[int, float] = {}
     for size in warmup_batch_sizes(32):
@@ -67,7 +67,7 @@ def measure_raw(model: Model, settings: Settings, seconds: float) -> dict[int, f
     return rate
 
 
-def speech_requests(target: lib.Target, model_name: str, voices: tuple[str, ...]) -> list[bytes]:
+def speech_requests(target: lib.Target, model_name: str, voices: list[str]) -> list[bytes]:
     headers = {"Content-Type": "application/json"}
     bodies = [{"model": model_name, "input": TEXT, "voice": voice} for voice in voices[:4]]
     return [target.request("/v1/audio/speech", json.dumps(b).encode(), headers) for b in bodies]
@@ -120,16 +120,16 @@ async def measure(args: argparse.Namespace, settings: Settings, model: Model) ->
     rate, rows = model.sample_rate, []
     with lib.service({}, args.out / "body-only.log", body_only=True) as (port, pid):
         target = lib.Target("127.0.0.1", port)
-        requests = speech_requests(target, settings.model_name, model.voices)
+        requests = speech_requests(target, settings.model_name, list(model.voices))
         rows += await sweep("body-only", target, requests, args, rate, pid)
     if args.url:
         target = lib.url_target(args.url, args.api_key)
-        requests = speech_requests(target, settings.model_name, model.voices)
+        requests = speech_requests(target, settings.model_name, list(model.voices))
         return rows + await sweep("as-is", target, requests, args, rate, None)
     for name, config in CONFIGS.items():
         with lib.service(config, args.out / f"service-{name}.log") as (port, pid):
             target = lib.Target("127.0.0.1", port, args.api_key)
-            requests = speech_requests(target, settings.model_name, model.voices)
+            requests = speech_requests(target, settings.model_name, list(model.voices))
             rows += await sweep(name, target, requests, args, rate, pid)
     return rows
 

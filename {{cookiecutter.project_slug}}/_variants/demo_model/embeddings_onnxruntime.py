@@ -1,7 +1,7 @@
 """Build the demo text encoder as an ONNX file, offline and deterministically.
 
 Uses the ``onnx`` and ``tokenizers`` packages alone (no torch): a 2-layer BERT
-(hidden size 128) with fixed-seed weights and a WordPiece tokenizer whose
+(as wide as ``Model.dimensions``) with fixed-seed weights and a WordPiece tokenizer whose
 vocabulary is written out below, saved in the Hugging Face layout the service
 reads: ``model.onnx``, ``tokenizer.json`` and ``config.json``. Its vectors are
 meaningless but repeatable; the point is a real encoder with real cost that the
@@ -25,6 +25,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
+
+from {{ cookiecutter.package_name }}.model import Model
 
 SEED = 20240601
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -51,12 +53,12 @@ SUFFIXES = ["s", "es", "ed", "ing", "er", "est", "ly", "ion", "al", "ment", "nes
 CONFIG: dict[str, Any] = {
     "architectures": ["BertModel"],
     "model_type": "bert",
-    "hidden_size": 128,
+    "hidden_size": Model.dimensions,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "intermediate_size": 512,
     "hidden_act": "gelu",
-    "max_position_embeddings": 128,
+    "max_position_embeddings": Model.max_input_tokens,
     "type_vocab_size": 2,
     "layer_norm_eps": 1e-12,
     "pad_token_id": 0,
@@ -165,7 +167,11 @@ class _Graph:
 
 
 def build_graph(weights: dict[str, np.ndarray], config: dict[str, Any]) -> onnx.ModelProto:
-    """A BERT encoder: (input_ids, attention_mask) -> last_hidden_state (batch, seq, hidden)."""
+    """A BERT encoder: (token ids, attention mask) -> token states (batch, sequence, hidden).
+
+    The tensors are named as ``Model`` declares (``input_names``, ``output_name``).
+    """
+    input_ids, attention_mask = Model.input_names
     hidden, heads, eps = (
         config["hidden_size"],
         config["num_attention_heads"],
@@ -177,10 +183,10 @@ def build_graph(weights: dict[str, np.ndarray], config: dict[str, Any]) -> onnx.
     words = g.op(
         "Gather",
         g.const("embeddings.word_embeddings.weight", weights["embeddings.word_embeddings.weight"]),
-        "input_ids",
+        input_ids,
     )
     length = g.op(
-        "Gather", g.op("Shape", "input_ids"), g.const("one", np.array(1, dtype=np.int64)), axis=0
+        "Gather", g.op("Shape", input_ids), g.const("one", np.array(1, dtype=np.int64)), axis=0
     )
     positions = g.op("Range", g.const("zero", np.array(0, dtype=np.int64)), length, "one")
     position_table = g.const(
@@ -190,7 +196,7 @@ def build_graph(weights: dict[str, np.ndarray], config: dict[str, Any]) -> onnx.
     x = g.op("Add", g.op("Add", words, g.op("Gather", position_table, positions)), token_type)
     x = g.layer_norm(x, "embeddings.LayerNorm", eps)
     # attention bias, (batch, 1, 1, sequence): 0 for a real token, -10000 for padding
-    mask = g.op("Cast", "attention_mask", to=TensorProto.FLOAT)
+    mask = g.op("Cast", attention_mask, to=TensorProto.FLOAT)
     bias = g.op(
         "Mul",
         g.op("Sub", mask, g.const("one_f", np.array(1.0, dtype=np.float32))),
@@ -233,19 +239,17 @@ def build_graph(weights: dict[str, np.ndarray], config: dict[str, Any]) -> onnx.
         x = g.layer_norm(
             g.op("Add", g.linear(gelu, f"{p}.output.dense"), x), f"{p}.output.LayerNorm", eps
         )
-    g.nodes.append(helper.make_node("Identity", [x], ["last_hidden_state"]))
+    g.nodes.append(helper.make_node("Identity", [x], [Model.output_name]))
     graph = helper.make_graph(
         g.nodes,
         "bert_encoder",
         [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
-            helper.make_tensor_value_info(
-                "attention_mask", TensorProto.INT64, ["batch", "sequence"]
-            ),
+            helper.make_tensor_value_info(input_ids, TensorProto.INT64, ["batch", "sequence"]),
+            helper.make_tensor_value_info(attention_mask, TensorProto.INT64, ["batch", "sequence"]),
         ],
         [
             helper.make_tensor_value_info(
-                "last_hidden_state", TensorProto.FLOAT, ["batch", "sequence", hidden]
+                Model.output_name, TensorProto.FLOAT, ["batch", "sequence", hidden]
             )
         ],
         initializer=[
@@ -268,11 +272,11 @@ def main() -> None:
     vocab = vocabulary()
     config = {**CONFIG, "vocab_size": len(vocab)}
     onnx.save(build_graph(demo_weights(config), config), args.out)
-    build_tokenizer(vocab).save(str(args.out.with_name("tokenizer.json")))
+    build_tokenizer(vocab).save(str(args.out.with_name(Model.tokenizer_file)))
     args.out.with_name("config.json").write_text(
         json.dumps(config, indent=2) + "\n", encoding="utf-8"
     )
-    print(f"wrote {args.out}, tokenizer.json and config.json beside it")
+    print(f"wrote {args.out}, {Model.tokenizer_file} and config.json beside it")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Build the demo text encoder as safetensors weights, offline and deterministically.
 
-The network is ``BertEncoder`` from the service's ``model.py`` (a 2-layer BERT,
-hidden size 128) with fixed-seed weights, saved with safetensors (never pickle)
+The network is ``BertEncoder`` from the service's ``model.py`` (a 2-layer BERT
+as wide as ``Model.dimensions``) with fixed-seed weights, saved with safetensors (never pickle)
 in the Hugging Face layout the service reads: ``model.safetensors``,
 ``tokenizer.json`` (a WordPiece tokenizer whose vocabulary is written out below)
 and ``config.json``. Its vectors are meaningless but repeatable; the point is a
@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
-from {{ cookiecutter.package_name }}.model import BertEncoder
+from {{ cookiecutter.package_name }}.model import BertEncoder, Model
 
 SEED = 20240601
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -52,12 +52,12 @@ SUFFIXES = ["s", "es", "ed", "ing", "er", "est", "ly", "ion", "al", "ment", "nes
 CONFIG: dict[str, Any] = {
     "architectures": ["BertModel"],
     "model_type": "bert",
-    "hidden_size": 128,
+    "hidden_size": Model.dimensions,
     "num_hidden_layers": 2,
     "num_attention_heads": 4,
     "intermediate_size": 512,
     "hidden_act": "gelu",
-    "max_position_embeddings": 128,
+    "max_position_embeddings": Model.max_input_tokens,
     "type_vocab_size": 2,
     "layer_norm_eps": 1e-12,
     "pad_token_id": 0,
@@ -141,11 +141,11 @@ def main() -> None:
     weights = {name: torch.from_numpy(array) for name, array in demo_weights(config).items()}
     BertEncoder(config).load_state_dict(weights, strict=True)  # names and shapes match the network
     save_file(weights, str(args.out))
-    build_tokenizer(vocab).save(str(args.out.with_name("tokenizer.json")))
+    build_tokenizer(vocab).save(str(args.out.with_name(Model.tokenizer_file)))
     args.out.with_name("config.json").write_text(
         json.dumps(config, indent=2) + "\n", encoding="utf-8"
     )
-    print(f"wrote {args.out}, tokenizer.json and config.json beside it")
+    print(f"wrote {args.out}, {Model.tokenizer_file} and config.json beside it")
 
 
 if __name__ == "__main__":

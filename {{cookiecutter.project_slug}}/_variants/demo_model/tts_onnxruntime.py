@@ -34,8 +34,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from {{ cookiecutter.package_name }}.model import Model
+
 SEED = 20240601
-SAMPLE_RATE = 24_000
+SAMPLE_RATE = Model.sample_rate  # the contract: model.py declares it
+IDS, DURATIONS, VOICE = Model.input_names
+AUDIO = Model.output_name
 HOP_LENGTH = 240  # 10 ms frames
 HIDDEN = 64
 HARMONICS = 8
@@ -45,19 +49,20 @@ CHARSET = " abcdefghijklmnopqrstuvwxyz0123456789'-,;:.!?"
 VOWELS = set("aeiouy")
 VOICED = set("bdgjlmnrvwz")
 UNVOICED = set("cfhkpqstx")
-# name -> base pitch in Hz (the names are OpenAI's, so existing clients work unchanged)
-VOICES = {
-    "alloy": 150.0,
-    "ash": 120.0,
-    "ballad": 165.0,
-    "coral": 200.0,
-    "echo": 110.0,
-    "fable": 130.0,
-    "nova": 220.0,
-    "onyx": 95.0,
-    "sage": 180.0,
-    "shimmer": 240.0,
-}
+# the model's own voices (speaker ids 0..9), by base pitch in Hz; model.py maps
+# OpenAI's voice names to them (Model.voices)
+VOICE_PITCHES = [
+    150.0,  # alloy
+    120.0,  # ash
+    165.0,  # ballad
+    200.0,  # coral
+    110.0,  # echo
+    130.0,  # fable
+    220.0,  # nova
+    95.0,  # onyx
+    180.0,  # sage
+    240.0,  # shimmer
+]
 
 
 def char_table() -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -93,17 +98,17 @@ def demo_weights() -> dict[str, np.ndarray]:
     _, gain, noise = char_table()
     embedding = rng.standard_normal((vocab, HIDDEN)) * 0.5
     embedding[0] = 0.0  # padding contributes nothing
-    timbre = rng.gamma(2.0, 1.0, (len(VOICES), HARMONICS)) / np.arange(1, HARMONICS + 1)
+    timbre = rng.gamma(2.0, 1.0, (len(VOICE_PITCHES), HARMONICS)) / np.arange(1, HARMONICS + 1)
     weights = {
         "char_embedding.weight": embedding,
-        "voice_embedding.weight": rng.standard_normal((len(VOICES), HIDDEN)) * 0.5,
+        "voice_embedding.weight": rng.standard_normal((len(VOICE_PITCHES), HIDDEN)) * 0.5,
         "conv1.weight": rng.standard_normal((HIDDEN, HIDDEN, 3)) * math.sqrt(1.0 / (3 * HIDDEN)),
         "conv1.bias": rng.standard_normal(HIDDEN) * 0.01,
         "conv2.weight": rng.standard_normal((HIDDEN, HIDDEN, 3)) * math.sqrt(1.0 / (3 * HIDDEN)),
         "conv2.bias": rng.standard_normal(HIDDEN) * 0.01,
         "head.weight": rng.standard_normal((4, HIDDEN)) * math.sqrt(1.0 / HIDDEN),
         "head.bias": np.zeros(4),
-        "voice_pitch": np.array(list(VOICES.values())),
+        "voice_pitch": np.array(VOICE_PITCHES),
         "voice_timbre": timbre / timbre.sum(axis=1, keepdims=True),
         "char_gain": gain,
         "char_noise": noise,
@@ -118,7 +123,7 @@ def metadata() -> dict[str, str]:
         "hop_length": str(HOP_LENGTH),
         "charset": CHARSET,
         "char_frames": json.dumps(frames),
-        "voices": json.dumps(list(VOICES)),
+        "num_voices": str(len(VOICE_PITCHES)),
     }
 
 
@@ -147,11 +152,11 @@ def build_graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     f = g.const
     axis1, axis2 = f([1], np.int64), f([2], np.int64)
     # --- text encoder: per-character parameters -------------------------------------------
-    mask = g("Cast", g("Greater", "ids", f(0, np.int64)), to=TensorProto.FLOAT)  # (B, L)
-    voice_emb = g("Unsqueeze", g("Gather", "voice_embedding.weight", "voice"), axis1)
+    mask = g("Cast", g("Greater", IDS, f(0, np.int64)), to=TensorProto.FLOAT)  # (B, L)
+    voice_emb = g("Unsqueeze", g("Gather", "voice_embedding.weight", VOICE), axis1)
     hidden = g(
         "Mul",
-        g("Add", g("Gather", "char_embedding.weight", "ids"), voice_emb),
+        g("Add", g("Gather", "char_embedding.weight", IDS), voice_emb),
         g("Unsqueeze", mask, axis2),
     )
     channels_first = g("Transpose", hidden, perm=[0, 2, 1])  # (B, D, L)
@@ -171,33 +176,31 @@ def build_graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         g("Slice", head, f([i], np.int64), f([i + 1], np.int64), axis2) for i in range(4)
     )
     voice_pitch = g(
-        "Unsqueeze", g("Gather", "voice_pitch", "voice"), f([1, 2], np.int64)
+        "Unsqueeze", g("Gather", "voice_pitch", VOICE), f([1, 2], np.int64)
     )  # (B, 1, 1)
     pitch = g("Mul", voice_pitch, g("Exp", g("Mul", f(0.3), g("Tanh", p_pitch))))
-    gain = g("Unsqueeze", g("Gather", "char_gain", "ids"), axis2)
+    gain = g("Unsqueeze", g("Gather", "char_gain", IDS), axis2)
     loud = g("Mul", g("Add", f(0.35), g("Mul", f(0.25), g("Tanh", p_loud))), gain)
     bright = g("Add", f(0.35), g("Mul", f(0.3), g("Sigmoid", p_bright)))
-    noise_table = g("Unsqueeze", g("Gather", "char_noise", "ids"), axis2)
+    noise_table = g("Unsqueeze", g("Gather", "char_noise", IDS), axis2)
     noise_level = g("Mul", noise_table, g("Add", f(0.5), g("Mul", f(0.5), g("Sigmoid", p_noise))))
-    starts = g(
-        "CumSum", "durations", f(1, np.int64), exclusive=1
-    )  # (B, L) first frame of each char
+    starts = g("CumSum", DURATIONS, f(1, np.int64), exclusive=1)  # (B, L) first frame of each char
     as_float = lambda name: g("Unsqueeze", g("Cast", name, to=TensorProto.FLOAT), axis2)  # noqa: E731
     per_char = g(
-        "Concat", pitch, loud, bright, noise_level, as_float(starts), as_float("durations"), axis=2
+        "Concat", pitch, loud, bright, noise_level, as_float(starts), as_float(DURATIONS), axis=2
     )
 
     # --- durations: which character each frame belongs to ----------------------------------
-    total = g("ReduceSum", "durations", axis1, keepdims=1)  # (B, 1)
+    total = g("ReduceSum", DURATIONS, axis1, keepdims=1)  # (B, 1)
     frames = g("ReduceMax", total, keepdims=0)  # scalar: frames of the longest item
-    batch = g("Unsqueeze", g("Gather", g("Shape", "ids"), f(0, np.int64)), f([0], np.int64))
+    batch = g("Unsqueeze", g("Gather", g("Shape", IDS), f(0, np.int64)), f([0], np.int64))
     marker_shape = g(
         "Concat", batch, g("Unsqueeze", g("Add", frames, f(1, np.int64)), f([0], np.int64)), axis=0
     )
     zeros = g(
         "ConstantOfShape", marker_shape, value=numpy_helper.from_array(np.zeros(1, np.float32))
     )
-    starts_mark = g("Cast", g("Greater", "durations", f(0, np.int64)), to=TensorProto.FLOAT)
+    starts_mark = g("Cast", g("Greater", DURATIONS, f(0, np.int64)), to=TensorProto.FLOAT)
     markers = g("ScatterElements", zeros, starts, starts_mark, axis=1, reduction="add")
     counted = g(
         "Slice",
@@ -233,7 +236,7 @@ def build_graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     cycles = g("CumSum", g("Mul", step, f(float(HOP_LENGTH))), f(1, np.int64), exclusive=1)
     frame_phase = g("Sub", cycles, g("Floor", cycles))  # keep the phase small: precise in fp32
     theta = g("Mul", g("Add", frame_phase, g("Mul", offset, step)), f(2 * math.pi))
-    timbre = g("Gather", "voice_timbre", "voice")  # (B, K)
+    timbre = g("Gather", "voice_timbre", VOICE)  # (B, K)
     harmonic_sum = None
     weight = g("Identity", f(1.0))
     for k in range(HARMONICS):
@@ -250,7 +253,7 @@ def build_graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         "Sin", g("Mul", g("Div", position, g("Mul", f_dur, f(float(HOP_LENGTH)))), f(math.pi))
     )
     sample_no = g("Add", g("Mul", frame_no, f(float(HOP_LENGTH))), offset)
-    voice_seed = g("Unsqueeze", g("Cast", "voice", to=TensorProto.FLOAT), f([1, 2], np.int64))
+    voice_seed = g("Unsqueeze", g("Cast", VOICE, to=TensorProto.FLOAT), f([1, 2], np.int64))
     hashed = g(
         "Mul",
         g(
@@ -266,17 +269,17 @@ def build_graph(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     noise = g("Sub", g("Mul", g("Sub", hashed, g("Floor", hashed)), f(2.0)), f(1.0))
     voiced = g("Mul", f_loud, harmonic_sum)
     audio3 = g("Mul", g("Mul", envelope, valid), g("Add", voiced, g("Mul", f_noise, noise)))
-    g.nodes.append(helper.make_node("Reshape", [audio3, f([0, -1], np.int64)], ["audio"]))
+    g.nodes.append(helper.make_node("Reshape", [audio3, f([0, -1], np.int64)], [AUDIO]))
 
     graph = helper.make_graph(
         g.nodes,
         "demo_tts",
         [
-            helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "chars"]),
-            helper.make_tensor_value_info("durations", TensorProto.INT64, ["batch", "chars"]),
-            helper.make_tensor_value_info("voice", TensorProto.INT64, ["batch"]),
+            helper.make_tensor_value_info(IDS, TensorProto.INT64, ["batch", "chars"]),
+            helper.make_tensor_value_info(DURATIONS, TensorProto.INT64, ["batch", "chars"]),
+            helper.make_tensor_value_info(VOICE, TensorProto.INT64, ["batch"]),
         ],
-        [helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info(AUDIO, TensorProto.FLOAT, ["batch", "samples"])],
         initializer=[numpy_helper.from_array(array, name) for name, array in weights.items()]
         + g.constants,
     )

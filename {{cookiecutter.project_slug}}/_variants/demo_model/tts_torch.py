@@ -32,29 +32,30 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from {{ cookiecutter.package_name }}.model import HARMONICS, HIDDEN, DemoSynthesizer
+from {{ cookiecutter.package_name }}.model import HARMONICS, HIDDEN, DemoSynthesizer, Model
 
 SEED = 20240601
-SAMPLE_RATE = 24_000
+SAMPLE_RATE = Model.sample_rate  # the contract: model.py declares it
 HOP_LENGTH = 240  # 10 ms frames
 # id 0 pads a batch, id 1 is any character outside CHARSET
 CHARSET = " abcdefghijklmnopqrstuvwxyz0123456789'-,;:.!?"
 VOWELS = set("aeiouy")
 VOICED = set("bdgjlmnrvwz")
 UNVOICED = set("cfhkpqstx")
-# name -> base pitch in Hz (the names are OpenAI's, so existing clients work unchanged)
-VOICES = {
-    "alloy": 150.0,
-    "ash": 120.0,
-    "ballad": 165.0,
-    "coral": 200.0,
-    "echo": 110.0,
-    "fable": 130.0,
-    "nova": 220.0,
-    "onyx": 95.0,
-    "sage": 180.0,
-    "shimmer": 240.0,
-}
+# the model's own voices (speaker ids 0..9), by base pitch in Hz; model.py maps
+# OpenAI's voice names to them (Model.voices)
+VOICE_PITCHES = [
+    150.0,  # alloy
+    120.0,  # ash
+    165.0,  # ballad
+    200.0,  # coral
+    110.0,  # echo
+    130.0,  # fable
+    220.0,  # nova
+    95.0,  # onyx
+    180.0,  # sage
+    240.0,  # shimmer
+]
 
 
 def char_table() -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -90,17 +91,17 @@ def demo_weights() -> dict[str, np.ndarray]:
     _, gain, noise = char_table()
     embedding = rng.standard_normal((vocab, HIDDEN)) * 0.5
     embedding[0] = 0.0  # padding contributes nothing
-    timbre = rng.gamma(2.0, 1.0, (len(VOICES), HARMONICS)) / np.arange(1, HARMONICS + 1)
+    timbre = rng.gamma(2.0, 1.0, (len(VOICE_PITCHES), HARMONICS)) / np.arange(1, HARMONICS + 1)
     weights = {
         "char_embedding.weight": embedding,
-        "voice_embedding.weight": rng.standard_normal((len(VOICES), HIDDEN)) * 0.5,
+        "voice_embedding.weight": rng.standard_normal((len(VOICE_PITCHES), HIDDEN)) * 0.5,
         "conv1.weight": rng.standard_normal((HIDDEN, HIDDEN, 3)) * math.sqrt(1.0 / (3 * HIDDEN)),
         "conv1.bias": rng.standard_normal(HIDDEN) * 0.01,
         "conv2.weight": rng.standard_normal((HIDDEN, HIDDEN, 3)) * math.sqrt(1.0 / (3 * HIDDEN)),
         "conv2.bias": rng.standard_normal(HIDDEN) * 0.01,
         "head.weight": rng.standard_normal((4, HIDDEN)) * math.sqrt(1.0 / HIDDEN),
         "head.bias": np.zeros(4),
-        "voice_pitch": np.array(list(VOICES.values())),
+        "voice_pitch": np.array(VOICE_PITCHES),
         "voice_timbre": timbre / timbre.sum(axis=1, keepdims=True),
         "char_gain": gain,
         "char_noise": noise,
@@ -115,7 +116,7 @@ def metadata() -> dict[str, str]:
         "hop_length": str(HOP_LENGTH),
         "charset": CHARSET,
         "char_frames": json.dumps(frames),
-        "voices": json.dumps(list(VOICES)),
+        "num_voices": str(len(VOICE_PITCHES)),
     }
 
 
@@ -125,7 +126,7 @@ def main() -> None:
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     weights = {name: torch.from_numpy(array).contiguous() for name, array in demo_weights().items()}
-    net = DemoSynthesizer(len(CHARSET) + 2, len(VOICES), SAMPLE_RATE, HOP_LENGTH)
+    net = DemoSynthesizer(len(CHARSET) + 2, len(VOICE_PITCHES), SAMPLE_RATE, HOP_LENGTH)
     net.load_state_dict(weights, strict=True)  # the names and shapes match the network
     save_file(weights, str(args.out), metadata=metadata())
     print(f"wrote {args.out}")

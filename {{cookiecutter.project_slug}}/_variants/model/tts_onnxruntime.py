@@ -1,26 +1,38 @@
 """The model: the one file to edit to serve your own.
 
-The service reads only what this module defines:
+The class attributes of ``Model`` are the contract: what the model is. The
+routes, warmup, the demo-model builder and the tests read them from here, and
+``Model.load`` checks the model file against them, failing start-up with one
+line that says what to change:
 
-- ``Model(settings)`` and ``Model.load()``: open the model once at start-up;
-- ``Model.voices`` (the names a request may ask for) and ``Model.sample_rate``;
-- ``Model.prepare(text, voice, speed)``: one chunk of text -> one model input
+- ``sample_rate``: Hz of the waveforms ``predict`` returns (the WAV header and
+  the X-Sample-Rate header say it); checked against the file's metadata;
+- ``voices``: the voice names a request may ask for (OpenAI's, so existing
+  clients work unchanged), each mapped to one of the model's own voices (its
+  speaker id); every id must exist in the model (metadata ``num_voices``);
+- ``input_names`` / ``output_name``: the graph's tensors; the waveform output
+  is float32 in [-1, 1], ``(batch, samples)``, with a dynamic batch axis.
+
+The methods the service calls:
+
+- ``load()``: open the model once at start-up;
+- ``prepare(text, voice, speed)``: one chunk of text (at most TTS_CHUNK_CHARS
+  characters; the route splits longer input at sentences) -> one model input
   (an ``Utterance``); raise ``InvalidInput`` for text the model cannot speak;
-- ``Model.num_samples(utterance)``: the exact audio length of that input when
-  it is known before synthesis, else ``None`` (WAV responses are then sent
-  once complete instead of streamed; PCM always streams);
-- ``Model.predict(batch)``: a list of utterances -> one float32 mono
-  waveform in [-1, 1] per utterance; it runs in a worker thread, never on
-  the event loop, and must give each utterance the same audio whatever else
-  is in its batch;
-- ``Model.example_utterances(n)``: inputs used to warm up every batch size.
+- ``num_samples(utterance)``: the exact audio length of that input when it is
+  known before synthesis, else ``None`` (WAV responses are then sent once
+  complete instead of streamed; PCM always streams);
+- ``predict(batch)``: a list of utterances -> one float32 mono waveform per
+  utterance; it runs in a worker thread, never on the event loop, and must give
+  each utterance the same audio whatever else is in its batch;
+- ``example_utterances(n)``: inputs used to warm up every batch size.
 
-The demo is a character-level model (see ``scripts/make_demo_model.py``):
-its front-end tables (character set, frames per character, voice names,
-sample rate) come from the ONNX file's metadata. To serve your own TTS model
-(VITS, Piper, Kokoro...): export it to ONNX with a batch axis, point
-``MODEL_PATH`` at it, and replace ``prepare`` (your tokenizer or phonemizer)
-and ``predict`` (your input and output names).
+The demo is a character-level model (see ``scripts/make_demo_model.py``): its
+front-end tables (character set, frames per character, hop length) travel in the
+ONNX file's metadata. To serve your own TTS model (VITS, Piper, Kokoro...):
+export it to ONNX with a batch axis, set the contract above, point
+``MODEL_PATH`` at it, and replace ``prepare`` (your tokenizer or phonemizer) and
+``predict``. See "Serve your own model" in the README.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -35,10 +48,10 @@ from .serving.device import Device
 from .serving.errors import InvalidInput
 from .serving.onnxruntime_backend import create_session
 from .settings import Settings
+from .tts.contract import ContractError, check_graph, check_sample_rate, check_voices, probe
 
 PAD_ID = 0
 UNKNOWN_ID = 1
-INPUTS = ("ids", "durations", "voice")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +65,26 @@ class Utterance:
 
 class Model:
     platform = "onnxruntime_onnx"
+    # --- the contract: what the model is ------------------------------------------
+    sample_rate = 24_000
+    voices: ClassVar[dict[str, int]] = {
+        "alloy": 0,
+        "ash": 1,
+        "ballad": 2,
+        "coral": 3,
+        "echo": 4,
+        "fable": 5,
+        "nova": 6,
+        "onyx": 7,
+        "sage": 8,
+        "shimmer": 9,
+    }
+    input_names = ("ids", "durations", "voice")
+    output_name = "audio"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device: Device | None = None
-        self.voices: tuple[str, ...] = ()
-        self.sample_rate = 0
         self.hop_length = 0
         self._char_ids: dict[str, int] = {}
         self._char_frames = np.zeros(0, dtype=np.float64)
@@ -65,18 +92,22 @@ class Model:
 
     def load(self) -> None:
         self._session, self.device = create_session(self.settings.model_path, self.settings)
-        names = tuple(i.name for i in self._session.get_inputs())
-        if names != INPUTS:
-            raise ValueError(f"model inputs are {names}, expected {INPUTS}")
+        check_graph(self._session, self.input_names, self.output_name)
         meta = self._session.get_modelmeta().custom_metadata_map
         try:
-            self.sample_rate = int(meta["sample_rate"])
+            sample_rate = int(meta["sample_rate"])
+            num_voices = int(meta["num_voices"])
             self.hop_length = int(meta["hop_length"])
-            self.voices = tuple(json.loads(meta["voices"]))
             self._char_ids = {char: index + 2 for index, char in enumerate(meta["charset"])}
             self._char_frames = np.array(json.loads(meta["char_frames"]), dtype=np.float64)
         except (KeyError, ValueError) as exc:
-            raise ValueError(f"model metadata is missing or invalid: {exc}") from exc
+            raise ContractError(
+                f"the model's metadata is missing or invalid ({exc}): save sample_rate, "
+                "num_voices, hop_length, charset and char_frames with it"
+            ) from None
+        check_sample_rate(sample_rate, self.sample_rate)
+        check_voices(self.voices, num_voices)
+        probe(self)
 
     def prepare(self, text: str, voice: str, speed: float) -> Utterance:
         """Characters -> ids, and how many frames each lasts at this speed (at least one)."""
@@ -86,7 +117,7 @@ class Model:
         if ids.size == 0:
             raise InvalidInput("input contains no text to speak", param="input")
         durations = np.maximum(1, np.rint(self._char_frames[ids] / speed)).astype(np.int64)
-        return Utterance(ids, durations, self.voices.index(voice))
+        return Utterance(ids, durations, self.voices[voice])
 
     def num_samples(self, utterance: Utterance) -> int | None:
         return int(utterance.durations.sum()) * self.hop_length
@@ -99,8 +130,8 @@ class Model:
             ids[row, : len(utterance.ids)] = utterance.ids
             durations[row, : len(utterance.durations)] = utterance.durations
         voices = np.array([u.voice for u in batch], dtype=np.int64)
-        feeds = {"ids": ids, "durations": durations, "voice": voices}
-        (audio,) = self._session.run(["audio"], feeds)
+        feeds = dict(zip(self.input_names, (ids, durations, voices), strict=True))
+        (audio,) = self._session.run([self.output_name], feeds)
         # copies: a view would keep the whole batch alive until every stream is done
         return [audio[row, : self.num_samples(u)].copy() for row, u in enumerate(batch)]
 
@@ -113,9 +144,8 @@ class Model:
         sentence = "the quick brown fox jumps over the lazy dog. "
         width = self.settings.tts_chunk_chars
         text = (sentence * (width // len(sentence) + 1))[:width]
-        utterances = [
-            self.prepare(text, self.voices[i % len(self.voices)], 1.0) for i in range(count)
-        ]
+        names = list(self.voices)
+        utterances = [self.prepare(text, names[i % len(names)], 1.0) for i in range(count)]
         return [Utterance(u.ids, np.ones_like(u.durations), u.voice) for u in utterances]
 
 

@@ -1,28 +1,39 @@
 """The model: the one file to edit to serve your own.
 
-The service reads only what this module defines:
+The class attributes of ``Model`` are the contract: what the model is. The
+routes, warmup, the demo-model builder and the tests read them from here, and
+``Model.load`` checks the weights against them, failing start-up with one line
+that says what to change:
 
-- ``Model(settings)`` and ``Model.load()``: build the network and load its
-  safetensors weights once at start-up (pickled checkpoints are refused);
-- ``Model.voices`` (the names a request may ask for) and ``Model.sample_rate``;
-- ``Model.prepare(text, voice, speed)``: one chunk of text -> one model input
+- ``sample_rate``: Hz of the waveforms ``predict`` returns (the WAV header and
+  the X-Sample-Rate header say it); checked against the weights' metadata;
+- ``voices``: the voice names a request may ask for (OpenAI's, so existing
+  clients work unchanged), each mapped to one of the model's own voices (its
+  speaker id); every id must exist in the model (metadata ``num_voices``).
+
+The methods the service calls:
+
+- ``load()``: build the network and load its safetensors weights once at
+  start-up (pickled checkpoints are refused);
+- ``prepare(text, voice, speed)``: one chunk of text (at most TTS_CHUNK_CHARS
+  characters; the route splits longer input at sentences) -> one model input
   (an ``Utterance``); raise ``InvalidInput`` for text the model cannot speak;
-- ``Model.num_samples(utterance)``: the exact audio length of that input when
-  it is known before synthesis, else ``None`` (WAV responses are then sent
-  once complete instead of streamed; PCM always streams);
-- ``Model.predict(batch)``: a list of utterances -> one float32 mono
-  waveform in [-1, 1] per utterance; it runs in a worker thread, never on
-  the event loop, and must give each utterance the same audio whatever else
-  is in its batch;
-- ``Model.example_utterances(n)``: inputs used to warm up every batch size.
+- ``num_samples(utterance)``: the exact audio length of that input when it is
+  known before synthesis, else ``None`` (WAV responses are then sent once
+  complete instead of streamed; PCM always streams);
+- ``predict(batch)``: a list of utterances -> one float32 mono waveform in
+  [-1, 1] per utterance; it runs in a worker thread, never on the event loop,
+  and must give each utterance the same audio whatever else is in its batch;
+- ``example_utterances(n)``: inputs used to warm up every batch size.
 
 The demo is ``DemoSynthesizer``, a character-level model (weights from
 ``scripts/make_demo_model.py``); its front-end tables (character set, frames
-per character, voice names, sample rate) come from the safetensors metadata.
-To serve your own TTS model (VITS, Piper, Kokoro...): replace
-``DemoSynthesizer`` with your network, save its ``state_dict()`` with
-``safetensors.torch.save_file``, point ``MODEL_PATH`` at it, and replace
-``prepare`` (your tokenizer or phonemizer) and ``predict``.
+per character, hop length) travel in the safetensors metadata. To serve your
+own TTS model (VITS, Piper, Kokoro...): replace ``DemoSynthesizer`` with your
+network, save its ``state_dict()`` with ``safetensors.torch.save_file``, set the
+contract above, point ``MODEL_PATH`` at it, and replace ``prepare`` (your
+tokenizer or phonemizer) and ``predict``. See "Serve your own model" in the
+README.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import json
 import math
 import unicodedata
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -41,6 +53,7 @@ from .serving.device import Device
 from .serving.errors import InvalidInput
 from .serving.torch_backend import compute_dtype, load_weights, require_weights, select_device
 from .settings import Settings
+from .tts.contract import ContractError, check_sample_rate, check_voices, probe
 
 PAD_ID = 0
 UNKNOWN_ID = 1
@@ -137,12 +150,24 @@ class DemoSynthesizer(nn.Module):
 
 class Model:
     platform = "pytorch_safetensors"
+    # --- the contract: what the model is ------------------------------------------
+    sample_rate = 24_000
+    voices: ClassVar[dict[str, int]] = {
+        "alloy": 0,
+        "ash": 1,
+        "ballad": 2,
+        "coral": 3,
+        "echo": 4,
+        "fable": 5,
+        "nova": 6,
+        "onyx": 7,
+        "sage": 8,
+        "shimmer": 9,
+    }
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device: Device | None = None
-        self.voices: tuple[str, ...] = ()
-        self.sample_rate = 0
         self.hop_length = 0
         self._char_ids: dict[str, int] = {}
         self._char_frames = np.zeros(0, dtype=np.float64)
@@ -153,22 +178,37 @@ class Model:
         with safe_open(str(path), framework="pt") as weights:
             meta = weights.metadata() or {}
         try:
-            self.sample_rate = int(meta["sample_rate"])
+            sample_rate = int(meta["sample_rate"])
+            num_voices = int(meta["num_voices"])
             self.hop_length = int(meta["hop_length"])
-            self.voices = tuple(json.loads(meta["voices"]))
             charset = meta["charset"]
             self._char_frames = np.array(json.loads(meta["char_frames"]), dtype=np.float64)
         except (KeyError, ValueError) as exc:
-            raise ValueError(f"model metadata is missing or invalid: {exc}") from exc
+            raise ContractError(
+                f"the weights' metadata is missing or invalid ({exc}): save sample_rate, "
+                "num_voices, hop_length, charset and char_frames with them (save_file metadata=)"
+            ) from None
+        check_sample_rate(sample_rate, self.sample_rate)
+        check_voices(self.voices, num_voices)
         self._char_ids = {char: index + 2 for index, char in enumerate(charset)}
         self.device = select_device(self.settings)
         if self.settings.intra_op_threads:
             torch.set_num_threads(self.settings.intra_op_threads)
-        net = DemoSynthesizer(len(charset) + 2, len(self.voices), self.sample_rate, self.hop_length)
-        self._net = load_weights(net, path, self.device, compute_dtype(self.settings, self.device))
+        net = DemoSynthesizer(len(charset) + 2, num_voices, self.sample_rate, self.hop_length)
+        try:
+            self._net = load_weights(
+                net, path, self.device, compute_dtype(self.settings, self.device)
+            )
+        except RuntimeError as exc:  # torch lists every mismatch, one per line
+            reason = str(exc).strip().splitlines()[-1].strip()[:200]
+            raise ContractError(
+                f"the weights in {path.name} do not fit DemoSynthesizer as its metadata sizes "
+                f"it ({reason}): save the metadata with the weights, or replace DemoSynthesizer"
+            ) from None
         # the synthesis tables stay in float32 whatever PRECISION says
         for name in ("voice_pitch", "voice_timbre", "char_gain", "char_noise"):
             setattr(self._net, name, getattr(self._net, name).float())
+        probe(self)
 
     def prepare(self, text: str, voice: str, speed: float) -> Utterance:
         """Characters -> ids, and how many frames each lasts at this speed (at least one)."""
@@ -178,7 +218,7 @@ class Model:
         if ids.size == 0:
             raise InvalidInput("input contains no text to speak", param="input")
         durations = np.maximum(1, np.rint(self._char_frames[ids] / speed)).astype(np.int64)
-        return Utterance(ids, durations, self.voices.index(voice))
+        return Utterance(ids, durations, self.voices[voice])
 
     def num_samples(self, utterance: Utterance) -> int | None:
         return int(utterance.durations.sum()) * self.hop_length
@@ -210,9 +250,8 @@ class Model:
         sentence = "the quick brown fox jumps over the lazy dog. "
         width = self.settings.tts_chunk_chars
         text = (sentence * (width // len(sentence) + 1))[:width]
-        utterances = [
-            self.prepare(text, self.voices[i % len(self.voices)], 1.0) for i in range(count)
-        ]
+        names = list(self.voices)
+        utterances = [self.prepare(text, names[i % len(names)], 1.0) for i in range(count)]
         return [Utterance(u.ids, np.ones_like(u.durations), u.voice) for u in utterances]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.settings import Settings
 
 from .conftest import JSON_HEADERS, Hostile
@@ -27,7 +28,7 @@ ROUTE = "/v1/audio/speech"
 JSON_ROUTE = ROUTE
 
 _MODEL = Settings(_env_file=None).model_name
-_VOICES = ["alloy", "ash", "coral", "echo", "nova", "onyx"]
+_VOICES = list(Model.voices)
 
 Answer = np.ndarray
 
@@ -70,7 +71,7 @@ def pending(service: Any) -> int:
 
 def hostile_requests() -> dict[str, Hostile]:
     """Hostile input only this workload has: absurd texts, voices and speeds."""
-    base = {"model": _MODEL, "input": "hi", "voice": "alloy"}
+    base = {"model": _MODEL, "input": "hi", "voice": _VOICES[0]}
     return {
         "input-over-the-limit": Hostile(
             ROUTE, {"json": {**base, "input": "x" * 100_000}}, 400, "input"

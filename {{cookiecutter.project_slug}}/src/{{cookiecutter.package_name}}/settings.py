@@ -62,8 +62,7 @@ class Settings(BaseSettings):
         None,
         ge=2,
         description="Longest input in tokens, special tokens included. Default: the model's "
-        "own limit (`max_seq_length` of sentence_bert_config.json beside the model, else "
-        "`max_position_embeddings` of config.json); a larger value fails start-up.",
+        "own limit (`Model.max_input_tokens` in model.py); a larger value fails start-up.",
     )
     truncate: bool = Field(
         False,

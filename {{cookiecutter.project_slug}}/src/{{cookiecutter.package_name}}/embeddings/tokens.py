@@ -1,17 +1,13 @@
-"""Glue for text models: the tokenizer beside the weights, token limits, padding, batching.
+"""Glue for text models: tokenizing, padding, splitting requests and batches by tokens.
 
-A text model directory follows the Hugging Face layout: ``tokenizer.json``,
-``config.json`` and, for sentence-transformers models, ``sentence_bert_config.json``
-beside the weights. Requests are tokenized before they are queued, so the batcher
-can bound each model call by tokens as well as by inputs.
+Requests are tokenized before they are queued, so the batcher can bound each
+model call by tokens as well as by inputs.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -27,44 +23,6 @@ class Tokens:
 
     ids: list[int]
     truncated: bool  # the input was longer than the limit and lost its end
-
-
-def token_limit(model_dir: Path, requested: int | None) -> int:
-    """The longest input the model takes, lowered to ``requested`` when that is set.
-
-    sentence-transformers models declare the length they were trained at
-    (``max_seq_length``); otherwise the position table bounds it.
-    """
-    limit: int | None = None
-    for name, key in (
-        ("sentence_bert_config.json", "max_seq_length"),
-        ("config.json", "max_position_embeddings"),
-    ):
-        path = model_dir / name
-        if limit is None and path.is_file():
-            limit = json.loads(path.read_text(encoding="utf-8")).get(key)
-    if limit is None:
-        if requested is None:
-            raise ValueError(f"no token limit in {model_dir}: set MAX_INPUT_TOKENS")
-        return requested
-    if requested is not None and requested > limit:
-        raise ValueError(
-            f"MAX_INPUT_TOKENS={requested} exceeds the model's limit of {limit} tokens"
-        )
-    return requested or limit
-
-
-def load_tokenizer(path: Path, max_tokens: int) -> Tokenizer:
-    """Open ``tokenizer.json``, truncating at ``max_tokens``, not padding (batches pad)."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"tokenizer {path} does not exist (it belongs beside the model file)"
-        )
-    tokenizer = Tokenizer.from_file(str(path))
-    tokenizer.no_padding()
-    # the special tokens added around the text count toward the limit, as in transformers
-    tokenizer.enable_truncation(max_tokens)
-    return tokenizer
 
 
 def tokenize(tokenizer: Tokenizer, texts: list[str]) -> list[Tokens]:

@@ -124,7 +124,8 @@ async def create_speech(
     chunks = split_text(body.input, chunk_limit(settings.tts_chunk_chars, body.speed))
     if not chunks:
         raise InvalidInput("input contains no text to speak", param="input")
-    utterances = [model.prepare(chunk, voice, body.speed) for chunk in chunks]
+    # the model's front end (a phonemizer, for real models) runs off the event loop
+    utterances = await service.preprocess(prepare_all, model, chunks, voice, body.speed)
     planned = [model.num_samples(utterance) for utterance in utterances]
     stream = ChunkStream(
         service, [[u] for u in utterances], in_flight=settings.tts_chunks_in_flight
@@ -154,6 +155,11 @@ async def create_speech(
         media_type=MEDIA_TYPES[body.response_format],
         headers=headers,
     )
+
+
+def prepare_all(model: Any, chunks: list[str], voice: str, speed: float) -> list[Any]:
+    """Every chunk's model input, in order (``InvalidInput`` for text the model cannot speak)."""
+    return [model.prepare(chunk, voice, speed) for chunk in chunks]
 
 
 async def _audio_bytes(
