@@ -42,7 +42,7 @@ def escape_controls(text: str) -> str:
 class PlainFormatter(logging.Formatter):
     """Plain text, with control characters in the message escaped (tracebacks keep theirs)."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+    def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
         return super().formatMessage(record)
 

@@ -380,7 +380,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_tokens(self) -> Settings:
         if self.context_length and self.context_length < 2:
-            raise ValueError("context_length must be 0 (the model's own) or at least 2")
+            raise ValueError(
+                f"{ENV_PREFIX}CONTEXT_LENGTH must be 0 (the model's own) or at least 2"
+            )
         return self
 
     @property
@@ -393,7 +395,8 @@ class Settings(BaseSettings):
     def _check_queue(self) -> Settings:
         if self.max_queue_size < self.max_batch_size:
             raise ValueError(
-                "max_queue_size must be at least max_batch_size, or batches never fill"
+                f"{ENV_PREFIX}MAX_QUEUE_SIZE must be at least {ENV_PREFIX}MAX_BATCH_SIZE, "
+                "or batches never fill"
             )
         return self
 
@@ -424,7 +427,7 @@ def describe_invalid(error: ValidationError) -> str:
     problems = []
     for item in error.errors(include_url=False, include_input=False, include_context=False):
         names = [str(part) for part in item["loc"] if isinstance(part, str)]
-        name = f"{ENV_PREFIX}{names[0].upper()}" if names else "settings"
         message = str(item["msg"]).removeprefix("Value error, ")
-        problems.append(f"{name}: {message}")
+        # a cross-field check has no location: its message names the settings itself
+        problems.append(f"{ENV_PREFIX}{names[0].upper()}: {message}" if names else message)
     return "invalid settings: " + "; ".join(problems)

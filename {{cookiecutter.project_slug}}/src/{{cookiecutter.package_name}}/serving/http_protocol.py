@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 # connections beyond MAX_CONNECTIONS kept for health probes (and refused everything else)
 HEALTH_RESERVE = 32
 HEALTH_PATHS = (b"/health/", b"/v2/health/")
+LINGER_S = 1.0  # how long a refused connection's remaining bytes are read and dropped
 REASONS = {
     503: b"Service Unavailable",
     408: b"Request Timeout",
@@ -102,6 +103,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_count = 0
         self._header_timer: asyncio.TimerHandle | None = None
         self._refusal: _Refused | None = None
+        self._discarding = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -115,6 +117,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         if self._awaiting_headers:
             self._header_bytes += len(data)
             if self._header_timer is None:  # the first byte after a keep-alive pause
@@ -203,4 +207,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             + b"connection: close\r\n\r\n"
             + body
         )
-        self.transport.close()
+        # Half-close and discard what still arrives for a moment, then close: closing
+        # with unread bytes in the socket sends a reset, and the client would lose the
+        # answer (a lingering close, as nginx does).
+        self._discarding = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
