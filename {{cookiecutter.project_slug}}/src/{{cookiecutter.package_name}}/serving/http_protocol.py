@@ -26,7 +26,9 @@ application code runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -41,7 +43,7 @@ logger = logging.getLogger(__name__)
 # connections beyond MAX_CONNECTIONS kept for health probes (and refused everything else)
 HEALTH_RESERVE = 32
 HEALTH_PATHS = (b"/health/", b"/v2/health/")
-LINGER_S = 1.0  # how long a refused connection's remaining bytes are read and dropped
+LINGER_S = 0.5  # how long a refused connection's remaining bytes are read and dropped
 REASONS = {
     503: b"Service Unavailable",
     408: b"Request Timeout",
@@ -86,6 +88,17 @@ class _Refused(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class _ClosingTransport:
+    """The connection's transport as one request's cycle sees it, with its own ``close()``."""
+
+    def __init__(self, transport: asyncio.Transport, close: Callable[[], None]) -> None:
+        self._transport = transport
+        self.close = close
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -171,6 +184,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._refusal = _Refused(503, "too many open connections")
             raise self._refusal
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:
+            # an answer sent before the whole body arrived (413, 408, 503) closes lingering
+            def close() -> None:
+                if cycle.more_body:
+                    self._linger_then_close()
+                else:
+                    self.transport.close()
+
+            cycle.transport = _ClosingTransport(self.transport, close)  # type: ignore[assignment]
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -207,10 +230,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             + b"connection: close\r\n\r\n"
             + body
         )
-        # Half-close and discard what still arrives for a moment, then close: closing
-        # with unread bytes in the socket sends a reset, and the client would lose the
-        # answer (a lingering close, as nginx does).
+        self._linger_then_close()
+
+    def _linger_then_close(self) -> None:
+        """Half-close and drop what still arrives for a moment, then close.
+
+        Closing with unread bytes in the socket sends a reset, and the client
+        loses the answer it has not read yet (a lingering close, as nginx does).
+        """
+        if self.transport.is_closing() or self._discarding:
+            return
         self._discarding = True
+        with contextlib.suppress(RuntimeError, AttributeError):
+            self.transport.resume_reading()  # uvicorn pauses reading above its high water mark
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_S, self.transport.close)
+
+    def shutdown(self) -> None:
+        if not self._discarding:  # a lingering connection closes on its own, soon
+            super().shutdown()
