@@ -133,6 +133,12 @@ def serve(settings: Settings) -> None:
     server.run(sockets=[socket])
     if not server.started:  # start-up failed (model missing or corrupt): the log says why
         raise SystemExit(STARTUP_FAILURE)
+    # Drained and closed: skip the interpreter's teardown, which SHUTDOWN_TIMEOUT_S does not
+    # bound (measured: 3.4 s with torch loaded, after a 0.2 s drain). Flush what is buffered.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def serve_workers(settings: Settings) -> None:
