@@ -48,7 +48,7 @@ def start(project: Path, port: int, **env: str) -> subprocess.Popen[str]:
         [PY, "-m", "ai_service"],
         env=environment,
         text=True,
-        stdout=open(os.environ.get("FIGURES_LOG", os.devnull), "w"),
+        stdout=open(os.environ.get("FIGURES_LOG", os.devnull), "w"),  # noqa: SIM115 (the server's)
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 120
