@@ -217,8 +217,8 @@ def test_traffic_moves_the_metrics_exactly(model_path: Path) -> None:
     assert value(samples, "inference_queue_depth", **model) == 0
 {%- endif %}
 
-    # state: idle (only the scrape itself in flight), ready, start-up timed
-    assert value(samples, "inference_in_flight_requests") == 1
+    # state: idle (the scrape itself is not an inference request: not in flight), ready, timed
+    assert value(samples, "inference_in_flight_requests") == 0
     assert value(samples, "inference_ready", **model) == 1
     assert value(samples, "inference_model_load_seconds", **model) > 0
     assert value(samples, "inference_warmup_seconds", **model) > 0

@@ -29,7 +29,7 @@ from .serving import health
 from .serving.deps import require_api_key
 from .serving.errors import StartupFailed, install_error_handlers
 from .serving.lifecycle import Service
-from .serving.middleware import RequestContextMiddleware
+from .serving.middleware import RequestContextMiddleware, UploadGuard
 from .settings import Settings, get_settings
 {%- if cookiecutter.workload in ['tts', 'vision'] %}
 from .{{ cookiecutter.workload }} import service as workload
@@ -78,15 +78,24 @@ def create_app(
         metrics.startup_timings(service.load_seconds, service.warmup_seconds)
         metrics.set_ready(True)
 {%- endif %}
-        logger.info("ready: serving %s on %s", settings.model_name, service.model.device)
+        logger.info(
+            "ready: serving %s on %s, authentication %s",
+            settings.model_name,
+            service.model.device,
+            "on (API_KEY)" if settings.api_key else "off (no API_KEY)",
+        )
         return service
 
     app = FastAPI(
         title={{ cookiecutter.project_name | quoted }},
         version=__version__,
         lifespan=lifespan,
+        # no "/path/" -> "/path" redirects: their Location would be built from the client's
+        # Host header, and they would answer before the API key is checked
+        redirect_slashes=False,
     )
     app.state.settings = settings
+    app.state.uploads = UploadGuard(settings.max_upload_bytes_in_flight)  # closed by SIGTERM
     app.state.api_key = settings.api_key.get_secret_value().encode() if settings.api_key else None
 {%- if cookiecutter.monitoring == 'prometheus' %}
     app.state.metrics = metrics
@@ -108,6 +117,10 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         )
     app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, observer=metrics
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_read_timeout_s=settings.body_read_timeout_s,
+        uploads=app.state.uploads,
+        observer=metrics,
     )
     return app

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "{{ cookiecutter.package_name.upper() }}_"
@@ -242,7 +242,9 @@ class Settings(BaseSettings):
     shutdown_timeout_s: float = Field(
         30.0,
         ge=0,
-        description="On SIGTERM, how long in-flight and queued requests may take to finish.",
+        description="On SIGTERM, the whole shutdown's budget: in-flight and queued requests "
+        "finish within it, what cannot answers 503, and the process exits within it plus a "
+        "second. The Kubernetes grace period is derived from it.",
     )
 
     # --- HTTP ------------------------------------------------------------------
@@ -257,11 +259,79 @@ class Settings(BaseSettings):
         "MODEL_INSTANCES (one copy of the weights per worker, per GPU).",
     )
     max_body_bytes: int = Field(
-        10 * 1024 * 1024, ge=1024, description="Largest request body; larger ones answer 413."
+{%- if cookiecutter.workload == 'vision' %}
+        10 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body (an encoded image); larger ones answer 413.",
+{%- elif cookiecutter.workload == 'llm' %}
+        1024 * 1024,
+        ge=1024,
+        description="Largest request body; larger ones answer 413. The default fits a 32k-token "
+        "context at 4 characters per token even with every character JSON-escaped "
+        "(32768 x 4 x 2 bytes is 256 KiB of plain text), with room for the other fields.",
+{%- elif cookiecutter.workload == 'embeddings' %}
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body; larger ones answer 413. The default fits "
+        "MAX_INPUTS_PER_REQUEST (2048) inputs of 512 tokens at 4 characters per token, with "
+        "JSON overhead (2048 x 512 x 4 bytes is 4 MiB).",
+{%- else %}
+        256 * 1024,
+        ge=1024,
+        description="Largest request body; larger ones answer 413. The default fits "
+        "TTS_MAX_INPUT_CHARS (4096) characters with every one JSON-escaped (6 bytes each).",
+{%- endif %}
+    )
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Time from the request's headers to the last byte of its body; a slower "
+        "(or stalled) upload answers 408 `body_read_timeout`. Uploads hold no queue slot "
+        "while they arrive.",
+    )
+    max_upload_bytes_in_flight: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Request-body bytes all unfinished requests of this process may hold "
+        "together (arriving, queued or computing); a body that would exceed it answers 503 "
+        "`upload_budget_exceeded` with Retry-After. Bounds memory with MAX_BODY_BYTES.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Time a connection has to send a complete request line and headers "
+        "(from connect, or from the end of the previous response); slower ones (slowloris) "
+        "get 408 and are closed.",
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="An idle keep-alive connection is closed after this many seconds.",
+    )
+    max_header_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Largest request line plus headers; larger answers 431 (a request line "
+        "alone over MAX_URL_BYTES answers 414).",
+    )
+    max_url_bytes: int = Field(
+        8 * 1024, ge=256, description="Longest request target (path and query); longer answers 414."
+    )
+    max_headers: int = Field(
+        100, ge=8, le=10_000, description="Most header fields per request; more answer 431."
+    )
+    max_connections: int = Field(
+        2048,
+        ge=16,
+        description="Open connections (and running requests) per process; beyond it requests "
+        "answer 503 at once. Keep it under the process's file-descriptor limit "
+        "(`ulimit -n`) minus what the model needs, so health probes still get a socket.",
     )
     api_key: SecretStr | None = Field(
         None,
-        description="When set, every route except health needs `Authorization: Bearer <key>`.",
+        description="When set, every route except health needs `Authorization: Bearer <key>`. "
+        "An empty key, or one with surrounding whitespace, fails start-up.",
     )
     cors_origins: list[str] = Field(
         default_factory=list,
@@ -283,6 +353,18 @@ class Settings(BaseSettings):
             raise ValueError("must be auto, cpu, cuda or cuda:N")
         return value
 
+    @field_validator("api_key")
+    @classmethod
+    def _check_api_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        key = value.get_secret_value()
+        if not key:
+            raise ValueError("is empty: unset it to turn authentication off, or set a key")
+        if key != key.strip():
+            raise ValueError("has leading or trailing whitespace (a newline?): remove it")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:
@@ -293,7 +375,9 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_tokens(self) -> Settings:
         if self.context_length and self.context_length < 2:
-            raise ValueError("context_length must be 0 (the model's own) or at least 2")
+            raise ValueError(
+                f"{ENV_PREFIX}CONTEXT_LENGTH must be 0 (the model's own) or at least 2"
+            )
         return self
 
     @property
@@ -306,7 +390,8 @@ class Settings(BaseSettings):
     def _check_queue(self) -> Settings:
         if self.max_queue_size < self.max_batch_size:
             raise ValueError(
-                "max_queue_size must be at least max_batch_size, or batches never fill"
+                f"{ENV_PREFIX}MAX_QUEUE_SIZE must be at least {ENV_PREFIX}MAX_BATCH_SIZE, "
+                "or batches never fill"
             )
         return self
 
@@ -320,3 +405,18 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings (tests build their own ``Settings`` instead)."""
     return Settings()
+
+
+def describe_invalid(error: ValidationError) -> str:
+    """One line naming each bad setting and what is wrong with it, never the value given.
+
+    pydantic's own text quotes the input (``input_value=...``): for a cross-field
+    error that is every setting, ``API_KEY`` included.
+    """
+    problems = []
+    for item in error.errors(include_url=False, include_input=False, include_context=False):
+        names = [str(part) for part in item["loc"] if isinstance(part, str)]
+        message = str(item["msg"]).removeprefix("Value error, ")
+        # a cross-field check has no location: its message names the settings itself
+        problems.append(f"{ENV_PREFIX}{names[0].upper()}: {message}" if names else message)
+    return "invalid settings: " + "; ".join(problems)

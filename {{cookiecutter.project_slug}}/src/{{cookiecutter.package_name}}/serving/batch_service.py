@@ -2,8 +2,9 @@
 
 A route serves one inference like this::
 
-    with service.admit() as admission:          # 503 at once when full or not ready
-        body = await request.body()
+    service.check_room()                       # 503 at once when full or not ready
+    body = await request.body()                # arriving uploads hold no queue slot
+    with service.admit() as admission:          # 503 when it filled up meanwhile
         payload = await service.preprocess(model.preprocess, body)  # off the event loop
         result = await service.infer(payload, admission=admission,
                                      disconnected=disconnect_waiter(request))
@@ -128,8 +129,13 @@ class InferenceService(Generic[ModelT]):
         self.batcher.start()
         self.readiness.ready = True
 
+    def check_room(self) -> None:
+        """503 at once when ``admit()`` would refuse; holds nothing (call before the upload)."""
+        self.readiness.check()
+        self.batcher.check_room()
+
     def admit(self) -> Admission:
-        """Admit a request before reading its body; 503 at once when full or not serving."""
+        """Admit a request whose body is read; 503 at once when full or not serving."""
         self.readiness.check()
         return self.batcher.admit()
 

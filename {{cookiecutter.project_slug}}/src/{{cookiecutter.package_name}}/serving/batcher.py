@@ -257,8 +257,19 @@ class Batcher(Generic[InstanceT]):
         return finished
 
     # --- request side ----------------------------------------------------------
+    def check_room(self) -> None:
+        """Refuse at once where ``admit()`` would, taking nothing.
+
+        For a route to call before it reads an upload: the upload holds no slot
+        while it arrives (a stalled one would hold it until its deadline).
+        """
+        if not self._accepting:
+            raise NotReady("the service is shutting down")
+        if self._queued_rows + self._arriving >= self.max_queue_size:
+            raise self._overloaded()
+
     def admit(self) -> Admission:
-        """Admit one request before its body is read, or refuse it at once.
+        """Admit one request once its body is read, or refuse it at once.
 
         Raises ``NotReady`` while draining and ``Overloaded`` (503 with
         Retry-After) when the queue and the requests already on their way to

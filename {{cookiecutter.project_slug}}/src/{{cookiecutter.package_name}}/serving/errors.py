@@ -13,8 +13,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,20 @@ class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 
 
+class BodyReadTimeout(ServiceError):
+    """The body did not arrive within BODY_READ_TIMEOUT_S (a stalled or very slow upload)."""
+
+    status_code = 408
+    error_type = "timeout_error"
+    code = "body_read_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"the request body did not arrive within BODY_READ_TIMEOUT_S ({timeout_s:g} s)",
+            headers={"Connection": "close"},
+        )
+
+
 class ModelFailure(ServiceError):
     """The model raised while computing this request's batch."""
 
@@ -93,6 +108,28 @@ class Overloaded(ServiceError):
 
 class NotReady(Overloaded):
     code = "not_ready"
+
+
+class ShuttingDown(NotReady):
+    """An upload still arriving when the drain began: the draining service cannot take it."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the service is shutting down; retry on another replica", code="shutting_down"
+        )
+        self.headers["Connection"] = "close"
+
+
+class UploadBudgetExceeded(Overloaded):
+    """The bodies being held by unfinished requests already fill MAX_UPLOAD_BYTES_IN_FLIGHT."""
+
+    code = "upload_budget_exceeded"
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(
+            f"request bodies in flight exceed MAX_UPLOAD_BYTES_IN_FLIGHT ({limit_bytes} bytes)"
+        )
+        self.headers["Connection"] = "close"
 
 
 class OutOfMemory(Overloaded):
@@ -155,8 +192,10 @@ def _invalid_json(reason: str) -> InvalidInput:
 
 def _unreadable_body(cause: BaseException) -> ServiceError:
     """Why FastAPI could not read a JSON body (it answers only "error parsing the body")."""
-    if isinstance(cause, ServiceError):  # the body limit, hit while the body was being read
+    if isinstance(cause, ServiceError):  # a body limit, hit while the body was being read
         return cause
+    if isinstance(cause, ClientDisconnect):  # the client left mid-upload
+        return ClientClosedRequest("the client closed the connection during the upload")
     if isinstance(cause, UnicodeDecodeError):
         reason = f"it is not UTF-8 (byte 0x{cause.object[cause.start]:02x} at {cause.start})"
     elif isinstance(cause, RecursionError):
@@ -181,6 +220,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client left while its body was being read: no traceback, nobody reads the answer."""
+    return Response(status_code=ClientClosedRequest.status_code)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(ServiceError("internal server error"))
@@ -190,4 +234,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -1,4 +1,8 @@
-"""ASGI middleware: request id, body size limit, in-flight count and per-request metrics.
+"""ASGI middleware: request id, body limits, in-flight count and per-request metrics.
+
+The body limits: MAX_BODY_BYTES per request, BODY_READ_TIMEOUT_S from the
+request's start to its last body byte (408), and MAX_UPLOAD_BYTES_IN_FLIGHT over
+all unfinished requests of the process (503).
 
 Written as plain ASGI (not ``BaseHTTPMiddleware``) so it adds microseconds, not
 a task per request, and never buffers streamed responses.
@@ -6,6 +10,7 @@ a task per request, and never buffers streamed responses.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -13,9 +18,18 @@ import time
 import uuid
 from typing import Any, Protocol
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import PayloadTooLarge, error_body
+from .errors import (
+    BodyReadTimeout,
+    ClientClosedRequest,
+    PayloadTooLarge,
+    ServiceError,
+    ShuttingDown,
+    UploadBudgetExceeded,
+    error_body,
+)
 
 logger = logging.getLogger("{{ cookiecutter.package_name }}.access")
 REQUEST_ID_HEADER = b"x-request-id"
@@ -36,17 +50,69 @@ class NullRequestObserver:
         pass
 
 
+class UploadGuard:
+    """The request bodies this process is receiving or holding, bounded; closed at shutdown.
+
+    Bytes are counted as they arrive (not as declared), so a stalled upload holds
+    only what it sent; they are released when the request finishes, because the
+    route keeps the body until then. ``close()`` (the first SIGTERM) fails every
+    upload still arriving with 503 at once: the draining service would refuse
+    them anyway once they are in, and waiting for them would overrun the drain.
+    """
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.held_bytes = 0
+        self.closed = False
+        self._waiting: set[asyncio.Task[Any]] = set()
+
+    def take(self, size: int) -> bool:
+        if self.held_bytes + size > self.limit_bytes:
+            return False
+        self.held_bytes += size
+        return True
+
+    def release(self, size: int) -> None:
+        self.held_bytes -= size
+
+    def close(self) -> None:
+        self.closed = True
+        for task in self._waiting:
+            task.cancel()
+
+    async def receive(self, receive: Receive, timeout_s: float) -> Message:
+        """``receive()`` within ``timeout_s``; raises ``ShuttingDown`` once closed."""
+        if self.closed:
+            raise ShuttingDown()
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        try:
+            return await asyncio.wait_for(receive(), timeout_s)
+        except asyncio.CancelledError:
+            if not self.closed:
+                raise
+            task.uncancel()
+            raise ShuttingDown() from None
+        finally:
+            self._waiting.discard(task)
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
         app: ASGIApp,
         *,
         max_body_bytes: int,
+        body_read_timeout_s: float = 30.0,
+        uploads: UploadGuard | None = None,
         observer: RequestObserver | None = None,
         access_log: bool = True,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_read_timeout_s = body_read_timeout_s
+        self.uploads = uploads or UploadGuard(1 << 62)
         self.observer: RequestObserver = observer or NullRequestObserver()
         self.access_log = access_log
 
@@ -59,6 +125,11 @@ class RequestContextMiddleware:
         status = 500
         response_started = False
         limit = self.max_body_bytes
+        uploads = self.uploads
+        timeout_s = self.body_read_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        # the scrape is not an inference request: the in-flight gauge would read 1 at idle
+        observed = scope["path"] != "/metrics"
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -70,34 +141,52 @@ class RequestContextMiddleware:
             await send(message)
 
         declared = _content_length(scope)
-        self.observer.request_started()
+        if observed:
+            self.observer.request_started()
+        received = 0
+        body_done = False
         try:
-            received = 0
 
-            async def limited_receive() -> Message:
-                # Raised inside the app, so the route answers 413 in its own protocol's error
+            async def guarded_receive() -> Message:
+                # Raised inside the app, so the route answers in its own protocol's error
                 # shape (the v2 protocol's differs); a declared size over the limit is refused
                 # before a byte of the body is read.
-                nonlocal received
+                nonlocal received, body_done
+                if body_done:  # the body is in: what follows is only the disconnect
+                    return await receive()
                 if declared is not None and declared > limit:
                     raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-                message = await receive()
-                if message["type"] == "http.request":
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    message = await uploads.receive(receive, max(remaining, 0.0))
+                except TimeoutError:
+                    raise BodyReadTimeout(timeout_s) from None
+                if message["type"] != "http.request":
+                    body_done = True
+                    return message
+                size = len(message.get("body", b""))
+                if received + size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                if not uploads.take(size):
+                    raise UploadBudgetExceeded(uploads.limit_bytes)
+                received += size
+                body_done = not message.get("more_body", False)
                 return message
 
             try:
-                await self.app(scope, limited_receive, send_with_id)
-            except PayloadTooLarge:
+                await self.app(scope, guarded_receive, send_with_id)
+            except (PayloadTooLarge, BodyReadTimeout, UploadBudgetExceeded, ShuttingDown) as exc:
                 if response_started:
                     raise
-                await _send_too_large(send_with_id, limit)
+                await _send_error(send_with_id, exc)
+            except ClientDisconnect:
+                status = ClientClosedRequest.status_code  # nobody reads an answer: log 499
         finally:
+            uploads.release(received)
             duration = time.perf_counter() - started
             route = _route_label(scope)
-            self.observer.request_finished(route, scope["method"], status, duration)
+            if observed:
+                self.observer.request_finished(route, scope["method"], status, duration)
             if self.access_log:
                 logger.info(
                     "%s %s %d %.1f ms",
@@ -132,21 +221,17 @@ def _route_label(scope: Scope) -> str:
     return getattr(route, "path", None) or "unmatched"
 
 
-async def _send_too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        error_body(
-            f"request body exceeds the limit of {limit} bytes",
-            "invalid_request_error",
-            "payload_too_large",
-        )
-    ).encode()
+async def _send_error(send: Send, exc: ServiceError) -> None:
+    body = json.dumps(error_body(exc.message, exc.error_type, exc.code, exc.param)).encode()
+    headers = [(name.lower().encode(), value.encode()) for name, value in exc.headers.items()]
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": exc.status_code,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )

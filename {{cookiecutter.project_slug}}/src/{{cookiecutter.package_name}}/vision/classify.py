@@ -110,8 +110,9 @@ async def classify(
 ) -> ClassifyResponse:
     settings = get_settings(request)
     model = service.model
-    with service.admit() as admission:  # a full queue answers 503 before the upload is read
-        data = await read_image(request)
+    service.check_room()  # a full queue answers 503 before the upload is read
+    data = await read_image(request)  # an upload holds no queue slot while it arrives
+    with service.admit() as admission:
         row = await service.preprocess(model.preprocess, data)  # decode + resize off the loop
         outputs = await service.infer(
             row[np.newaxis], 1, admission=admission, disconnected=disconnect_waiter(request)

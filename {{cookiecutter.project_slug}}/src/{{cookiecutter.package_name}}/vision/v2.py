@@ -328,8 +328,9 @@ def encode_response(
 async def infer(name: str, request: Request, service: BatchingServiceDep) -> Response:
     _check_model(request, name)
     model = service.model
-    with service.admit() as admission:  # a full queue answers 503 before the body is read
-        body = await request.body()
+    service.check_room()  # a full queue answers 503 before the body is read
+    body = await request.body()  # an upload holds no queue slot while it arrives
+    with service.admit() as admission:
         header_length = request.headers.get(HEADER_LENGTH)
         json_size = len(body) if header_length is None else _int_or_zero(header_length)
         args = (body, header_length, model, service.batcher.max_batch_size)
