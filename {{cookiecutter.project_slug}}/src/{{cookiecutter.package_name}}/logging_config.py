@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 from .serving.errors import StartupFailed
+from .serving.tracing import TraceIds
 from .settings import Settings
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
@@ -29,6 +30,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Plain text; a line logged inside a traced request ends with its trace and span ids."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        line = super().formatMessage(record)
+        trace_id = getattr(record, "trace_id", None)
+        return f"{line} trace_id={trace_id} span_id={record.span_id}" if trace_id else line
+
+
 class DropLoggedStartupTraceback(logging.Filter):
     """uvicorn logs a failed start-up's whole traceback; the service already said why."""
 
@@ -41,7 +54,8 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
+    handler.addFilter(TraceIds())  # trace_id and span_id on lines logged inside a traced request
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from ..serving import tracing
 from ..serving.batch_service import BatchingServiceDep
 from ..serving.deps import disconnect_waiter, get_settings
 from ..serving.errors import InvalidInput, ServiceError
@@ -113,6 +114,6 @@ async def classify(
         logits = await service.infer(
             row[np.newaxis], 1, admission=admission, disconnected=disconnect_waiter(request)
         )
-    return ClassifyResponse(
-        model=settings.model_name, predictions=top_k(logits[0], model.labels, k)
-    )
+    with tracing.span("postprocess"):
+        predictions = top_k(logits[0], model.labels, k)
+    return ClassifyResponse(model=settings.model_name, predictions=predictions)
