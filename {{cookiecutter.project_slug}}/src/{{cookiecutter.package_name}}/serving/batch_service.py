@@ -22,10 +22,10 @@ from typing import Annotated, Any, Generic, ParamSpec, TypeVar
 from fastapi import Depends
 
 from ..settings import Settings
+from . import tracing
 from .batcher import Admission, Batcher, BatchObserver, ClientDisconnected, RunBatch
 from .deps import get_service
 from .errors import ClientClosedRequest
-from . import tracing
 from .lifecycle import Readiness
 from .warmup import warmup_batch_sizes
 

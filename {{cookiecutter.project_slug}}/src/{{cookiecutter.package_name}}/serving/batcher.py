@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from . import tracing
 from .errors import (
     InvalidInput,
     ModelFailure,
@@ -57,7 +58,6 @@ from .errors import (
     RequestTimeout,
     ServiceError,
 )
-from . import tracing
 from .oom import is_out_of_memory, release_cached_memory
 
 logger = logging.getLogger(__name__)
@@ -435,7 +435,9 @@ class Batcher(Generic[InstanceT]):
         self._observer.batch_computed(rows, time.perf_counter() - started)
         if started_ns:
             failed = [isinstance(result, _Failure) for result in results]
-            tracing.record_batch([i.trace for i in batch], "model", started_ns, rows=rows, failed=failed)
+            tracing.record_batch(
+                [i.trace for i in batch], "model", started_ns, rows=rows, failed=failed
+            )
         self.stats.batches += 1
         self.stats.items += rows
         if self._keep_batch_sizes:

@@ -34,7 +34,11 @@ from typing import Any
 from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+{%- if cookiecutter.workload == 'llm' %}
 from opentelemetry.trace import Span, StatusCode, Tracer, TracerProvider
+{%- else %}
+from opentelemetry.trace import StatusCode, Tracer, TracerProvider
+{%- endif %}
 
 from .. import __version__
 
@@ -164,7 +168,9 @@ def record_batch(
         if captured is None:
             continue
         _tracer.start_span("queue", captured.context, start_time=captured.at_ns).end(started_ns)
-        call = _tracer.start_span(name, captured.context, attributes=attributes, start_time=started_ns)
+        call = _tracer.start_span(
+            name, captured.context, attributes=attributes, start_time=started_ns
+        )
         if index < len(failed) and failed[index]:
             call.set_status(StatusCode.ERROR)
         call.end(ended)
@@ -250,4 +256,3 @@ class TraceIds(logging.Filter):
                 record.trace_id = format(context.trace_id, "032x")
                 record.span_id = format(context.span_id, "016x")
         return True
-
