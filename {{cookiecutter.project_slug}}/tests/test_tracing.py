@@ -60,7 +60,11 @@ PARENTS = {
 }
 CALL = "model"
 {%- elif cookiecutter.workload == 'tts' %}
-PARENTS = {"queue": "fastapi.endpoint", "model": "fastapi.endpoint", "encode": "POST " + workload.ROUTE}
+PARENTS = {
+    "queue": "fastapi.endpoint",
+    "model": "fastapi.endpoint",
+    "encode": "POST " + workload.ROUTE,
+}
 CALL = "model"
 {%- else %}
 PARENTS = {

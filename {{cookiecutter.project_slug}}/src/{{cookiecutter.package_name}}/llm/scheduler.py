@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..serving import tracing
 from ..serving.errors import (
     InvalidInput,
     ModelFailure,
@@ -39,7 +40,6 @@ from ..serving.errors import (
     RequestTimeout,
     ServiceError,
 )
-from ..serving import tracing
 from ..serving.oom import is_out_of_memory, release_cached_memory
 from .sampling import SamplingParams, new_rng, sample
 from .text_stream import TextStream

@@ -216,7 +216,11 @@ class GenerationTrace:
     def first_token(self) -> None:
         self._decode_started = time.time_ns()
         seconds = (self._decode_started - self.queued.at_ns) / 1e9
-        self._generate.add_event("first_token", {"gen_ai.latency.time_to_first_token": seconds})
+        self._generate.add_event(
+            "first_token",
+            {"gen_ai.latency.time_to_first_token": seconds},
+            timestamp=self._decode_started,
+        )
         self._generate.set_attribute("gen_ai.latency.time_to_first_token", seconds)
 
     def finish(self, reason: str, output_tokens: int, error: str | None = None) -> None:
