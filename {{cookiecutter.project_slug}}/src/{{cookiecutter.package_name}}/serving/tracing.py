@@ -142,11 +142,15 @@ class Captured:
     at_ns: int
 
 
+{%- if cookiecutter.workload != 'llm' %}
+
+
 def capture() -> Captured | None:
     """The current context and time (None when tracing is off): the parent of later spans."""
     if _tracer is None:
         return None
     return Captured(otel_context.get_current(), time.time_ns())
+{%- endif %}
 
 
 def record_batch(
