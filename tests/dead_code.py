@@ -25,6 +25,7 @@ FRAMEWORK_NAMES = [
     "do_GET",  # http.server handlers (the healthcheck test's fake server)
     "log_message",
     "format",  # logging.Formatter
+    "formatMessage",
     "forward",  # torch.nn.Module
     "describe",  # prometheus_client custom collectors
     "collect",

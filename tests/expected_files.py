@@ -34,6 +34,7 @@ COMMON = {
     f"{PACKAGE}/serving/errors.py",
     f"{PACKAGE}/serving/lifecycle.py",
     f"{PACKAGE}/serving/oom.py",
+    f"{PACKAGE}/serving/tracing.py",
     f"{PACKAGE}/serving/warmup.py",
     f"{PACKAGE}/settings.py",
     "tests/__init__.py",
@@ -46,6 +47,7 @@ COMMON = {
     "tests/test_hostile_clients.py",
     "tests/test_resilience.py",
     "tests/test_settings.py",
+    "tests/test_tracing.py",
     "tests/workload_requests.py",
 }
 

@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 
 from .serving.errors import StartupFailed
+from .serving.tracing import TraceIds
 from .settings import Settings
 
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
@@ -39,12 +40,18 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
-class PlainFormatter(logging.Formatter):
-    """Plain text, with control characters in the message escaped (tracebacks keep theirs)."""
+class TextFormatter(logging.Formatter):
+    """Plain text: control characters in the message escaped (tracebacks keep theirs); a line
+    logged inside a traced request ends with its trace and span ids."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape_controls(record.message)
-        return super().formatMessage(record)
+        line = super().formatMessage(record)
+        trace_id = getattr(record, "trace_id", None)
+        return f"{line} trace_id={trace_id} span_id={record.span_id}" if trace_id else line
 
 
 class DropLoggedStartupTraceback(logging.Filter):
@@ -59,7 +66,8 @@ def configure_logging(settings: Settings) -> None:
     if settings.log_json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
+    handler.addFilter(TraceIds())  # trace_id and span_id on lines logged inside a traced request
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry.trace import TracerProvider
 
 from . import __version__
 {%- if cookiecutter.workload in ['embeddings', 'llm'] %}
@@ -25,7 +26,7 @@ from .metrics import ServiceMetrics
 from .metrics import router as metrics_router
 {%- endif %}
 from .model import Model
-from .serving import health
+from .serving import health, tracing
 from .serving.deps import require_api_key
 from .serving.errors import StartupFailed, install_error_handlers
 from .serving.lifecycle import Service
@@ -39,11 +40,17 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, model_factory: Callable[[Settings], Any] = Model
+    settings: Settings | None = None,
+    model_factory: Callable[[Settings], Any] = Model,
+    tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
-    """Build the app. Tests pass their own settings or a fake model factory."""
+    """Build the app. Tests pass their own settings, a fake model factory or a tracer provider.
+
+    Without ``tracer_provider``, the ``OTEL_*`` variables decide (``serving/tracing.py``).
+    """
     settings = settings or get_settings()
     configure_logging(settings)
+    telemetry = tracing.configure(tracer_provider or tracing.provider_from_environment())
 {%- if cookiecutter.monitoring == 'prometheus' %}
     metrics = {{ 'GenerationMetrics' if cookiecutter.workload == 'llm' else 'ServiceMetrics' }}(settings.model_name, max_batch_size=settings.max_batch_size)
 {%- else %}
@@ -93,6 +100,7 @@ def create_app(
         # no "/path/" -> "/path" redirects: their Location would be built from the client's
         # Host header, and they would answer before the API key is checked
         redirect_slashes=False,
+        telemetry=telemetry,
     )
     app.state.settings = settings
     app.state.uploads = UploadGuard(settings.max_upload_bytes_in_flight)  # closed by SIGTERM

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from ..serving import tracing
 from ..serving.batch_service import BatchingServiceDep, InferenceService
 from ..serving.batcher import Admission
 from ..serving.deps import disconnect_waiter, get_settings
@@ -230,20 +231,22 @@ async def create_embeddings(
         # one admission per payload: each is queued as a request of its own
         admissions += [held.enter_context(service.admit()) for _ in payloads[1:]]
         vectors = await embed_all(service, request, payloads, admissions)
-    vectors = shorten(vectors, body.dimensions)
-    prompt_tokens = sum(map(len, sequences))
-    answer = {
-        "object": "list",
-        "data": [
-            {
-                "object": "embedding",
-                "index": index,
-                "embedding": encode_vector(vector, body.encoding_format),
-            }
-            for index, vector in enumerate(vectors)
-        ],
-        "model": settings.model_name,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-    }
-    # built by hand: validating thousands of floats through the response model costs much
-    return Response(json.dumps(answer, separators=(",", ":")), media_type="application/json")
+    with tracing.span("encode"):
+        vectors = shorten(vectors, body.dimensions)
+        prompt_tokens = sum(map(len, sequences))
+        answer = {
+            "object": "list",
+            "data": [
+                {
+                    "object": "embedding",
+                    "index": index,
+                    "embedding": encode_vector(vector, body.encoding_format),
+                }
+                for index, vector in enumerate(vectors)
+            ],
+            "model": settings.model_name,
+            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+        }
+        # built by hand: validating thousands of floats through the response model costs much
+        content = json.dumps(answer, separators=(",", ":"))
+    return Response(content, media_type="application/json")

@@ -16,6 +16,7 @@ from typing import Annotated, Protocol
 
 from fastapi import Depends
 
+from ..serving import tracing
 from ..serving.deps import get_service
 from ..serving.device import Device
 from ..serving.lifecycle import Readiness
@@ -96,7 +97,10 @@ class GenerationService:
 
     def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
         self.readiness.check()
-        return self.scheduler.submit(prompt_ids, params)
+        generation = self.scheduler.submit(prompt_ids, params)
+        waiting, running = self.scheduler.waiting, self.scheduler.running
+        tracing.event("admitted", **{"sequences.waiting": waiting, "sequences.running": running})
+        return generation
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new work (readiness 503), let running and waiting sequences finish."""

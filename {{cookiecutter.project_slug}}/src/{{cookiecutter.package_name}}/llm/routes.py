@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..serving import tracing
 from ..serving.deps import disconnect_waiter, get_settings
 from ..serving.errors import ClientClosedRequest, InvalidInput, ServiceError, error_body
 from ..serving.openai_models import check_model
@@ -110,7 +111,8 @@ async def create_chat_completion(
             "max_tokens and max_completion_tokens disagree; send one", param="max_completion_tokens"
         )
     messages = [{"role": m.role, "content": m.text} for m in body.messages]
-    prompt_ids = await run_in_threadpool(service.model.tokenizer.apply_chat_template, messages)
+    with tracing.span("tokenize"):
+        prompt_ids = await run_in_threadpool(service.model.tokenizer.apply_chat_template, messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
     params = sampling_params(
         body, max_tokens, len(prompt_ids), service.context_length, settings, "messages"
@@ -197,7 +199,8 @@ async def _prompt_ids(
             )
         prompt = prompt[0]
     if isinstance(prompt, str):
-        return await run_in_threadpool(service.model.tokenizer.encode, prompt)
+        with tracing.span("tokenize"):
+            return await run_in_threadpool(service.model.tokenizer.encode, prompt)
     vocab = service.model.tokenizer.vocab_size
     if any(not 0 <= token < vocab for token in prompt):
         raise InvalidInput(f"token ids must be in [0, {vocab})", param="prompt")
@@ -266,6 +269,7 @@ async def _events(
     include_usage: bool,
 ) -> AsyncIterator[str]:
     next_event: Callable[[], Awaitable[GenerationEvent]] = generation.next_event
+    stream = tracing.stream_span()
     try:
         for item in opening:
             yield _sse(item)
@@ -286,6 +290,8 @@ async def _events(
         yield _sse(error_body(exc.message, exc.error_type, exc.code, exc.param))
     finally:
         generation.cancel()  # no-op once finished; frees the slot when the client went away
+        if stream is not None:
+            stream.end()
     yield "data: [DONE]\n\n"
 
 

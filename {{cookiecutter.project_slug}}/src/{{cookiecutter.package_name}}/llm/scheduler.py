@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ..serving import tracing
 from ..serving.errors import (
     InvalidInput,
     ModelFailure,
@@ -135,6 +136,7 @@ class Generation:
         self.text = TextStream(tokenizer, self.prompt_ids, params.stop)
         self.rng = new_rng(params.seed)
         self._events: asyncio.Queue[GenerationEvent] = asyncio.Queue()
+        self.trace = tracing.GenerationTrace.start(self.prompt_tokens, params.max_tokens)
 
     @property
     def prompt_tokens(self) -> int:
@@ -143,6 +145,8 @@ class Generation:
     def cancel(self) -> None:
         """The client went away: the engine drops this sequence at its next step."""
         self.cancelled = True
+        if self.trace is not None:
+            self.trace.finish("cancelled", self.completion_tokens)
 
     async def next_event(self) -> GenerationEvent:
         """The next event, or ``RequestTimeout`` when none comes within ``timeout_s`` (if set).
@@ -351,9 +355,14 @@ class Scheduler:
             if self._keep_history:
                 self.stats.prefill_batches.append([id(g) for g in admitted])
             events: list[tuple[Generation, GenerationEvent]] = []
-            for generation, logits, cache, best in self._call(
+            started_ns = tracing.now_ns()
+            prefilled = self._call(
                 self.model.prefill, admitted, lambda batch: ([g.prompt_ids for g in batch],)
-            ):
+            )
+            if started_ns:
+                traces = [g.trace.queued if g.trace else None for g in admitted]
+                tracing.record_batch(traces, "prefill", started_ns, rows=len(admitted))
+            for generation, logits, cache, best in prefilled:
                 generation.cache = cache
                 self._accept(generation, logits, best, events)
             self._running += [g for g in admitted if not g.finished]
@@ -426,6 +435,8 @@ class Scheduler:
         now = time.perf_counter()
         if generation.completion_tokens == 0:
             self._observer.first_token(now - generation.arrived)
+            if generation.trace is not None:
+                generation.trace.first_token()
         else:
             self._observer.inter_token(now - generation.last_token_at)
         generation.last_token_at = now
@@ -449,10 +460,14 @@ class Scheduler:
             generation.finished = True
             generation.finish_reason = finish
             generation.cache = None
+            if generation.trace is not None:
+                generation.trace.finish(finish, generation.completion_tokens)
         if text or finish is not None:
             events.append((generation, GenerationEvent(text, finish)))
 
     def _fail(self, generation: Generation, error: ServiceError) -> None:
+        if generation.trace is not None:
+            generation.trace.finish("error", generation.completion_tokens, error.message)
         generation.finished = True
         generation.cache = None
         self._deliver([(generation, GenerationEvent(error=error))])

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Generic, ParamSpec, TypeVar
 from fastapi import Depends
 
 from ..settings import Settings
+from . import tracing
 from .batcher import Admission, Batcher, BatchObserver, ClientDisconnected, RunBatch
 from .deps import get_service
 from .errors import ClientClosedRequest
@@ -137,16 +138,19 @@ class InferenceService(Generic[ModelT]):
     def admit(self) -> Admission:
         """Admit a request whose body is read; 503 at once when full or not serving."""
         self.readiness.check()
-        return self.batcher.admit()
+        admission = self.batcher.admit()
+        tracing.event("admitted", **{"queue.depth": self.batcher.depth})
+        return admission
 
     async def preprocess(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run CPU-heavy input handling (decode, resize, parse) off the event loop."""
         loop = asyncio.get_running_loop()
-        if kwargs:
-            return await loop.run_in_executor(
-                self._preprocess_pool, lambda: function(*args, **kwargs)
-            )
-        return await loop.run_in_executor(self._preprocess_pool, function, *args)
+        with tracing.span("preprocess"):
+            if kwargs:
+                return await loop.run_in_executor(
+                    self._preprocess_pool, lambda: function(*args, **kwargs)
+                )
+            return await loop.run_in_executor(self._preprocess_pool, function, *args)
 
     async def infer(
         self,

@@ -48,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from . import tracing
 from .errors import (
     InvalidInput,
     ModelFailure,
@@ -97,6 +98,7 @@ class _WorkItem:
     future: asyncio.Future[Any]
     enqueued_at: float
     cost: int = 0
+    trace: tracing.Captured | None = None  # the request's trace context (tracing on)
 
 
 @dataclass(slots=True)
@@ -320,7 +322,7 @@ class Batcher(Generic[InstanceT]):
             raise self._overloaded()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_WorkItem(payload, size, future, loop.time(), cost))
+        self._queue.append(_WorkItem(payload, size, future, loop.time(), cost, tracing.capture()))
         self._queued_rows += size
         self._queued_cost += cost
         self._observer.queue_depth(len(self._queue))
@@ -431,6 +433,7 @@ class Batcher(Generic[InstanceT]):
         rows = sum(item.size for item in batch)
         self._observer.batch_dispatched(rows, [now - item.enqueued_at for item in batch])
         started = time.perf_counter()
+        started_ns = tracing.now_ns()
         try:
             results = await loop.run_in_executor(
                 self._executor, self._run_splitting_on_oom, instance, [i.payload for i in batch]
@@ -441,6 +444,11 @@ class Batcher(Generic[InstanceT]):
             error = ModelFailure(f"the model failed on this batch: {type(exc).__name__}")
             results = [_Failure(error)] * len(batch)
         self._observer.batch_computed(rows, time.perf_counter() - started)
+        if started_ns:
+            failed = [isinstance(result, _Failure) for result in results]
+            tracing.record_batch(
+                [i.trace for i in batch], "model", started_ns, rows=rows, failed=failed
+            )
         self.stats.batches += 1
         self.stats.items += rows
         if self._keep_batch_sizes:

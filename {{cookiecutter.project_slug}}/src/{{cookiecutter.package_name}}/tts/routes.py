@@ -25,6 +25,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Receive, Scope, Send
 
+from ..serving import tracing
 from ..serving.deps import disconnect_waiter, get_settings
 from ..serving.errors import InvalidInput
 from ..serving.openai_models import check_model
@@ -167,7 +168,9 @@ async def _audio_bytes(
 ) -> AsyncIterator[bytes]:
     """The header (if any), then each chunk's samples in order, as each is ready."""
     try:
-        yield head + to_pcm16(_exact(first, planned[0]))
+        with tracing.span("encode", chunk=0):
+            encoded = to_pcm16(_exact(first, planned[0]))
+        yield head + encoded
         for index in range(1, len(stream)):
             try:
                 audio = (await stream.next())[0]
@@ -176,7 +179,9 @@ async def _audio_bytes(
                     "speech stream cut off at chunk %d of %d: %s", index + 1, len(stream), exc
                 )
                 raise
-            yield to_pcm16(_exact(audio, planned[index]))
+            with tracing.span("encode", chunk=index):
+                encoded = to_pcm16(_exact(audio, planned[index]))
+            yield encoded
     finally:
         stream.close()  # client gone or stream cut: the rest never reach the model
 

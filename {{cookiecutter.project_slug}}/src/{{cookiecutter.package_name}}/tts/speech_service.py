@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 
+from ..serving import tracing
 from ..serving.batch_service import InferenceService
 from ..serving.deps import get_service
 
@@ -40,7 +41,10 @@ class SpeechService(InferenceService[Any]):
         """
         if not continuation:
             self.readiness.check()
-        return self.batcher.submit(payload, size, continuation=continuation)
+        future = self.batcher.submit(payload, size, continuation=continuation)
+        if not continuation:
+            tracing.event("admitted", **{"queue.depth": self.batcher.depth})
+        return future
 
     def stream_opened(self) -> None:
         """A request that queues more work as it goes (a stream) started; drain waits for it."""

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
+from ..serving import tracing
 from ..serving.batch_service import BatchingServiceDep
 from ..serving.deps import disconnect_waiter, get_settings
 from ..serving.errors import InvalidInput, ServiceError
@@ -117,5 +118,7 @@ async def classify(
         outputs = await service.infer(
             row[np.newaxis], 1, admission=admission, disconnected=disconnect_waiter(request)
         )
-    scores = model.postprocess(outputs[0])  # the model's own: softmax, sigmoid, identity...
-    return ClassifyResponse(model=settings.model_name, predictions=top_k(scores, model.labels, k))
+    with tracing.span("postprocess"):
+        # the model's own: softmax, sigmoid, identity...
+        predictions = top_k(model.postprocess(outputs[0]), model.labels, k)
+    return ClassifyResponse(model=settings.model_name, predictions=predictions)
