@@ -30,6 +30,8 @@ FRAMEWORK_NAMES = [
     "describe",  # prometheus_client custom collectors
     "collect",
     "lifespan",  # FastAPI
+    "data_received",  # asyncio.Protocol
+    "GuardedHttpToolsProtocol",  # uvicorn imports it by its string (`http=` in __main__.py)
 ]
 FRAMEWORK_DECORATORS = [
     "@router.*",  # FastAPI routes

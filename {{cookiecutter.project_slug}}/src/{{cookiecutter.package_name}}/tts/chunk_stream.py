@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ..serving.batcher import Admission
 from ..serving.errors import ClientClosedRequest, RequestTimeout
 from .speech_service import SpeechService
 
@@ -23,8 +24,16 @@ class ChunkStream:
     and the batcher drops cancelled parts before they reach the model.
     """
 
-    def __init__(self, service: SpeechService, payloads: Sequence[Any], *, in_flight: int) -> None:
+    def __init__(
+        self,
+        service: SpeechService,
+        payloads: Sequence[Any],
+        *,
+        in_flight: int,
+        admission: Admission | None = None,
+    ) -> None:
         self._service = service
+        self._admission = admission  # the first part's, taken before the input was prepared
         self._payloads = list(payloads)
         self._in_flight = max(1, in_flight)
         self._pending: deque[asyncio.Future[Any]] = deque()
@@ -62,7 +71,12 @@ class ChunkStream:
         while self._submitted < len(self._payloads) and len(self._pending) < self._in_flight:
             continuation = self._submitted > 0
             self._pending.append(
-                self._service.submit(self._payloads[self._submitted], 1, continuation=continuation)
+                self._service.submit(
+                    self._payloads[self._submitted],
+                    1,
+                    admission=None if continuation else self._admission,
+                    continuation=continuation,
+                )
             )
             self._submitted += 1
             if not self._open:

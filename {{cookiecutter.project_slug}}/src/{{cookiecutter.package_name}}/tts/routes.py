@@ -125,12 +125,18 @@ async def create_speech(
     chunks = split_text(body.input, chunk_limit(settings.tts_chunk_chars, body.speed))
     if not chunks:
         raise InvalidInput("input contains no text to speak", param="input")
-    # the model's front end (a phonemizer, for real models) runs off the event loop
-    utterances = await service.preprocess(prepare_all, model, chunks, voice, body.speed)
-    planned = [model.num_samples(utterance) for utterance in utterances]
-    stream = ChunkStream(
-        service, [[u] for u in utterances], in_flight=settings.tts_chunks_in_flight
-    )
+    # admitted first, so the batcher knows this request is on its way (and waits for it
+    # rather than dispatching a lone chunk); the model's front end (a phonemizer, for real
+    # models) then runs off the event loop
+    with service.admit() as admission:
+        utterances = await service.preprocess(prepare_all, model, chunks, voice, body.speed)
+        planned = [model.num_samples(utterance) for utterance in utterances]
+        stream = ChunkStream(
+            service,
+            [[u] for u in utterances],
+            in_flight=settings.tts_chunks_in_flight,
+            admission=admission,
+        )
     headers = {SAMPLE_RATE_HEADER: str(model.sample_rate)}
     try:
         first = (await stream.next(disconnect_waiter(request)))[0]

@@ -18,6 +18,7 @@ from fastapi import Depends
 
 from ..serving import tracing
 from ..serving.batch_service import InferenceService
+from ..serving.batcher import Admission
 from ..serving.deps import get_service
 
 logger = logging.getLogger(__name__)
@@ -31,18 +32,26 @@ class SpeechService(InferenceService[Any]):
         self._streams_closed.set()
 
     def submit(
-        self, payload: Any, size: int = 1, *, continuation: bool = False
+        self,
+        payload: Any,
+        size: int = 1,
+        *,
+        admission: Admission | None = None,
+        continuation: bool = False,
     ) -> asyncio.Future[Any]:
         """Queue a payload without waiting for it (a stream queues its chunks as it goes).
 
         The first part of a request is admitted like any request (503 when the queue
-        is full or the service is not serving); a ``continuation`` (the next part of a
-        stream already let in) is queued even when the queue is full or draining.
+        is full or the service is not serving), with the ``admission`` it took before
+        its input was prepared; a ``continuation`` (the next part of a stream already let
+        in) is queued even when the queue is full or draining.
         """
         if not continuation:
             self.readiness.check()
-        future = self.batcher.submit(payload, size, continuation=continuation)
-        if not continuation:
+        future = self.batcher.submit(
+            payload, size, admission=admission, continuation=continuation
+        )
+        if not continuation and admission is None:  # admit() records its own event
             tracing.event("admitted", **{"queue.depth": self.batcher.depth})
         return future
 
