@@ -48,9 +48,7 @@ class SpeechService(InferenceService[Any]):
         """
         if not continuation:
             self.readiness.check()
-        future = self.batcher.submit(
-            payload, size, admission=admission, continuation=continuation
-        )
+        future = self.batcher.submit(payload, size, admission=admission, continuation=continuation)
         if not continuation and admission is None:  # admit() records its own event
             tracing.event("admitted", **{"queue.depth": self.batcher.depth})
         return future
