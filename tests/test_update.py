@@ -88,10 +88,10 @@ CASES = [
         "script",
         # another model's input normalisation (CLIP's)
         (
-            "MEAN = np.array([0.485, 0.456, 0.406]",
-            "MEAN = np.array([0.4815, 0.4578, 0.4082]",
+            "mean = (0.485, 0.456, 0.406)",
+            "mean = (0.4815, 0.4578, 0.4082)",
         ),
-        "assert abs(float(model.MEAN.ravel()[0]) - 0.4815) < 1e-6",
+        "assert abs(model.Model.mean[0] - 0.4815) < 1e-6",
     ),
     Case(
         "embeddings",
