@@ -167,7 +167,7 @@ def test_weights_that_do_not_fit_the_network(model_path: Path, tmp_path: Path) -
     layers = edit_config(copied)["num_hidden_layers"]
     edit_config(copied, num_hidden_layers=layers + 1)
     message = startup_error(copied)
-    assert "do not fit BertEncoder built from config.json" in message
+    assert "do not fit BertEncoder in model.py" in message and "config.json" in message
     assert f"encoder.layer.{layers}." in message
 
 

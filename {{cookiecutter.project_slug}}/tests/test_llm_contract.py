@@ -161,5 +161,6 @@ def test_weights_that_do_not_fit_the_network_are_named(tmp_path: Path) -> None:
     path = tmp_path / "partial.safetensors"
     save_file({name: t for name, t in state.items() if name != dropped}, str(path))
     message = startup_error(path)
-    assert f"does not fit {type(Model.network()).__name__}" in message and dropped in message
+    assert f"do not fit {type(Model.network()).__name__} in model.py" in message
+    assert f"missing {dropped}" in message and "\n" not in message
 {%- endif %}

@@ -151,7 +151,8 @@ def test_weights_of_another_network_fail_load_in_one_line(tmp_path: Path) -> Non
     state[name] = torch.zeros((tensor.shape[0] + 1, *tensor.shape[1:]), dtype=tensor.dtype)
     weights = tmp_path / "model.safetensors"
     save_file(state, str(weights))
-    with pytest.raises(ValueError, match="do not fit the network in model") as raised:
+    network = type(Model.build_network()).__name__
+    with pytest.raises(ValueError, match=f"do not fit {network} in model.py") as raised:
         Model(make_settings(weights)).load()
     assert name in str(raised.value) and "\n" not in str(raised.value)
 

@@ -223,16 +223,14 @@ class Model:
         self._dtype = compute_dtype(self.settings, self.device)
         if self.settings.intra_op_threads:
             torch.set_num_threads(self.settings.intra_op_threads)
-        try:
-            self._net = load_weights(
-                BertEncoder(config), path, self.device, self._dtype, unused_prefixes=UNUSED_WEIGHTS
-            )
-        except (KeyError, RuntimeError) as exc:  # torch lists every mismatch, one per line
-            reason = str(exc).strip().splitlines()[-1].strip()[:200]
-            raise ContractError(
-                f"the weights in {path.name} do not fit BertEncoder built from config.json "
-                f"({reason}): use the config.json saved with them, or replace BertEncoder"
-            ) from None
+        self._net = load_weights(
+            BertEncoder(config),
+            path,
+            self.device,
+            self._dtype,
+            unused_prefixes=UNUSED_WEIGHTS,
+            fix="use the config.json saved with them (it sizes BertEncoder), or replace BertEncoder",
+        )
         self._tokenizer = load_tokenizer(
             folder / self.tokenizer_file, self.max_input_tokens, config.get("vocab_size")
         )

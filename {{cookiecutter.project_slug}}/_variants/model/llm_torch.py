@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
-from .llm.contract import ContractError, check_context_length, check_vocab_size
+from .llm.contract import check_context_length, check_vocab_size
 from .llm.kv_cache import (
     SequenceKV,
     cache_length,
@@ -170,15 +170,13 @@ class Model:
                 check_vocab_size(VOCAB_SIZE, shapes["embed.weight"][0], str(path))
             positions = shapes.get("pos_embed.weight", (None,))[0]
             check_context_length(CONTEXT_LENGTH, positions, str(path))
-            network = self.network()
-            try:
-                self._net = load_weights(network, path, self.device, dtype)
-            except RuntimeError as exc:  # load_state_dict's report: one line per tensor
-                detail = str(exc).splitlines()[-1].strip()
-                raise ContractError(
-                    f"{path} does not fit {type(network).__name__} ({detail}): "
-                    "save the weights of this network (make model builds the demo's)"
-                ) from None
+            self._net = load_weights(
+                self.network(),
+                path,
+                self.device,
+                dtype,
+                fix="save the weights of this network (make model builds the demo's)",
+            )
 
     @torch.inference_mode()
     def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[SequenceKV]]:

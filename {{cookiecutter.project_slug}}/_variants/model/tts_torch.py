@@ -195,16 +195,14 @@ class Model:
         if self.settings.intra_op_threads:
             torch.set_num_threads(self.settings.intra_op_threads)
         net = DemoSynthesizer(len(charset) + 2, num_voices, self.sample_rate, self.hop_length)
-        try:
-            self._net = load_weights(
-                net, path, self.device, compute_dtype(self.settings, self.device)
-            )
-        except RuntimeError as exc:  # torch lists every mismatch, one per line
-            reason = str(exc).strip().splitlines()[-1].strip()[:200]
-            raise ContractError(
-                f"the weights in {path.name} do not fit DemoSynthesizer as its metadata sizes "
-                f"it ({reason}): save the metadata with the weights, or replace DemoSynthesizer"
-            ) from None
+        self._net = load_weights(
+            net,
+            path,
+            self.device,
+            compute_dtype(self.settings, self.device),
+            fix="save the metadata (it sizes DemoSynthesizer) with the weights, "
+            "or replace DemoSynthesizer",
+        )
         # the synthesis tables stay in float32 whatever PRECISION says
         for name in ("voice_pitch", "voice_timbre", "char_gain", "char_noise"):
             setattr(self._net, name, getattr(self._net, name).float())

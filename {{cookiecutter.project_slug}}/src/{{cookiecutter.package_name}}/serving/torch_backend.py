@@ -75,20 +75,23 @@ def load_weights(
     dtype: torch.dtype,
     *,
     unused_prefixes: tuple[str, ...] = (),
+    fix: str = "save the weights of the network model.py builds",
 ) -> torch.nn.Module:
     """Load safetensors weights (never a pickle), strictly, and prepare for inference.
 
     Tensors whose names start with ``unused_prefixes`` are dropped first (a
     checkpoint may carry heads the service does not run); every other tensor
-    must match the module exactly.
+    must match the module exactly, or start-up fails with one line naming the
+    network, the first mismatches and ``fix``.
     """
     state = load_file(str(require_weights(path)), device="cpu")
     state = {name: tensor for name, tensor in state.items() if not name.startswith(unused_prefixes)}
     problems = weight_mismatches(module, state)
     if problems:  # one line, not load_state_dict's multi-line report
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
         raise ValueError(
-            f"the weights in {path} do not fit the network in model.py: {'; '.join(problems[:3])}"
-            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+            f"the weights in {path} do not fit {type(module).__name__} in model.py: "
+            f"{'; '.join(problems[:3])}{more}: {fix}"
         )
     module.load_state_dict(state, strict=True)
     module = module.to(device=str(device), dtype=dtype).eval()
