@@ -366,7 +366,8 @@ def wait_for_scrape(prometheus: Prometheus, since: float) -> None:
 
     def scraped() -> bool:
         targets = prometheus.api("targets", "waits")["activeTargets"]
-        return all(
+        # none yet while Prometheus' first service-discovery update (about 5 s) is pending
+        return bool(targets) and all(
             target["health"] == "up" and parse_time(target["lastScrape"]) > since
             for target in targets
         )
