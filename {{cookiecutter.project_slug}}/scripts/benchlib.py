@@ -345,7 +345,7 @@ def service(settings: dict[str, str], log_path: Path, *, body_only: bool = False
     if not body_only:
         return spawned([sys.executable, "-m", PACKAGE], settings, log_path, "/health/ready")
     command = [sys.executable, str(Path(__file__).resolve())]
-    # uvicorn.run ends by re-raising the SIGTERM it handled: -15 is a clean exit here
+    # uvicorn's server ends by re-raising the SIGTERM it handled: -15 is a clean exit here
     return spawned(command, settings, log_path, "/", clean_exits=(0, -signal.SIGTERM))
 
 
@@ -368,19 +368,22 @@ async def body_only_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def serve_body_only() -> None:
-    """uvicorn with the options ``python -m {{ cookiecutter.package_name }}`` uses (same settings)."""
+    """uvicorn configured as ``python -m {{ cookiecutter.package_name }}`` configures it (same
+    settings, same HTTP protocol and header limits), serving ``body_only_app``."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    from {{ cookiecutter.package_name }}.__main__ import server_options
+    from {{ cookiecutter.package_name }}.__main__ import guarded_config
     from {{ cookiecutter.package_name }}.settings import Settings
 
     settings = Settings()
-    uvicorn.run(
-        f"{Path(__file__).stem}:{body_only_app.__name__}",
-        app_dir=str(Path(__file__).resolve().parent),
-        workers=settings.workers,
-        **server_options(settings),
-    )
+    # this file runs as a script: its folder is on sys.path (and a spawned worker's)
+    app = f"{Path(__file__).stem}:{body_only_app.__name__}"
+    config = guarded_config(settings, app, workers=settings.workers)
+    if settings.workers > 1:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    else:
+        uvicorn.Server(config).run()
 
 
 # --- command line and report ----------------------------------------------------------------
