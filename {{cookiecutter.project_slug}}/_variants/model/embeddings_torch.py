@@ -229,7 +229,7 @@ class Model:
             self.device,
             self._dtype,
             unused_prefixes=UNUSED_WEIGHTS,
-            fix="use the config.json saved with them (it sizes BertEncoder), or replace BertEncoder",
+            fix="use the config.json saved with them (it sizes BertEncoder) or replace BertEncoder",
         )
         self._tokenizer = load_tokenizer(
             folder / self.tokenizer_file, self.max_input_tokens, config.get("vocab_size")
