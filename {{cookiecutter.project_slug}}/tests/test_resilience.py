@@ -214,14 +214,23 @@ def test_a_bad_model_file_fails_startup_before_ready(tmp_path: Path, problem: st
 
 # --- real server processes ---------------------------------------------------------
 
+# The real entry point, with the model's compute methods slowed by argv[1] seconds once the
+# service is ready: warmup's calls run at full speed (slowed, they would only add start-up).
 SERVER = textwrap.dedent(
     """
     import sys, time
     from {{ cookiecutter.package_name }} import model, __main__
+    from {{ cookiecutter.package_name }}.serving.lifecycle import Readiness
     delay = float(sys.argv[1])
+    warmed = []
+    def set_ready(self, value):
+        self.__dict__["_ready"] = value
+        warmed.append(value)
+    Readiness.ready = property(lambda self: self.__dict__.get("_ready", False), set_ready)
     def slowed(original):
         def method(self, *args, **kwargs):
-            time.sleep(delay)
+            if any(warmed):
+                time.sleep(delay)
             return original(self, *args, **kwargs)
         return method
     for name in sys.argv[2:]:
