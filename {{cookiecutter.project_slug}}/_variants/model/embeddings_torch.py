@@ -52,7 +52,13 @@ from .embeddings.contract import (
 )
 from .embeddings.tokens import Tokens, pad, tokenize
 from .serving.device import Device
-from .serving.torch_backend import compute_dtype, load_weights, require_weights, select_device
+from .serving.torch_backend import (
+    compute_dtype,
+    load_weights,
+    require_weights,
+    select_device,
+    set_compute_threads,
+)
 from .settings import Settings
 
 PAD_ID = 0  # any valid id: padded positions are masked out
@@ -221,8 +227,7 @@ class Model:
         check_config(config, self.dimensions, type(self).max_input_tokens)
         self.device = select_device(self.settings)
         self._dtype = compute_dtype(self.settings, self.device)
-        if self.settings.intra_op_threads:
-            torch.set_num_threads(self.settings.intra_op_threads)
+        set_compute_threads(self.settings)
         self._net = load_weights(
             BertEncoder(config),
             path,

@@ -55,7 +55,13 @@ from .llm.kv_cache import (
 )
 from .llm.tokenizer import ByteTokenizer, Tokenizer
 from .serving.device import Device
-from .serving.torch_backend import compute_dtype, load_weights, require_weights, select_device
+from .serving.torch_backend import (
+    compute_dtype,
+    load_weights,
+    require_weights,
+    select_device,
+    set_compute_threads,
+)
 from .settings import Settings
 
 # The contract: logits per position, and the most tokens one sequence may hold.
@@ -154,8 +160,7 @@ class Model:
     def load(self) -> None:
         self.device = select_device(self.settings)
         dtype = compute_dtype(self.settings, self.device)
-        if self.settings.intra_op_threads:
-            torch.set_num_threads(self.settings.intra_op_threads)
+        set_compute_threads(self.settings)
         path = self.settings.model_path
         if path.is_dir():  # a Hugging Face causal-LM folder
             from .llm.hf_causal_lm import load_causal_lm

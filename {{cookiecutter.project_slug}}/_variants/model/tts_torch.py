@@ -51,7 +51,13 @@ from torch import nn
 
 from .serving.device import Device
 from .serving.errors import InvalidInput
-from .serving.torch_backend import compute_dtype, load_weights, require_weights, select_device
+from .serving.torch_backend import (
+    compute_dtype,
+    load_weights,
+    require_weights,
+    select_device,
+    set_compute_threads,
+)
 from .settings import Settings
 from .tts.contract import ContractError, check_sample_rate, check_voices, probe
 
@@ -192,8 +198,7 @@ class Model:
         check_voices(self.voices, num_voices)
         self._char_ids = {char: index + 2 for index, char in enumerate(charset)}
         self.device = select_device(self.settings)
-        if self.settings.intra_op_threads:
-            torch.set_num_threads(self.settings.intra_op_threads)
+        set_compute_threads(self.settings)
         net = DemoSynthesizer(len(charset) + 2, num_voices, self.sample_rate, self.hop_length)
         self._net = load_weights(
             net,

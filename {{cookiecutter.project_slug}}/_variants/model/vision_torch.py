@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .serving.torch_backend import compute_dtype, load_weights, select_device
+from .serving.torch_backend import compute_dtype, load_weights, select_device, set_compute_threads
 from .settings import Settings
 from .vision.contract import ImageClassifier, check_probe
 from .vision.images import decode_image
@@ -76,8 +76,7 @@ class Model(ImageClassifier):
     def load(self) -> None:
         self.device = select_device(self.settings)
         self._dtype = compute_dtype(self.settings, self.device)
-        if self.settings.intra_op_threads:
-            torch.set_num_threads(self.settings.intra_op_threads)
+        set_compute_threads(self.settings)
         net = self.build_network()
         self._net = load_weights(net, self.settings.model_path, self.device, self._dtype)
         check_probe(self)

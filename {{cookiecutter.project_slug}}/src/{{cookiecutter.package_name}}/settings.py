@@ -152,7 +152,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0,
         ge=0,
-        description="Threads one model call may use on the CPU; 0 lets the runtime decide.",
+        description="Threads one model call may use on the CPU; 0: the CPUs this process may "
+        "use (its affinity, capped by the container's CPU quota) shared out among the model "
+        "calls that run at once (WORKERS, times MODEL_INSTANCES where there is that setting).",
     )
 {%- if cookiecutter.workload == 'llm' %}
 
@@ -384,6 +386,11 @@ class Settings(BaseSettings):
     def max_batch_size(self) -> int:
         """The most sequences one model call takes (batch-size metrics are sized by it)."""
         return self.max_running_sequences
+
+    @property
+    def parallel_model_calls(self) -> int:
+        """Model calls that may run at once: one scheduler step per worker process."""
+        return self.workers
 {%- else %}
 
     @model_validator(mode="after")
@@ -398,6 +405,11 @@ class Settings(BaseSettings):
     @property
     def max_batch_wait_s(self) -> float:
         return self.max_batch_wait_ms / 1000.0
+
+    @property
+    def parallel_model_calls(self) -> int:
+        """Model calls that may run at once: MODEL_INSTANCES in each worker process."""
+        return self.workers * self.model_instances
 {%- endif %}
 
 

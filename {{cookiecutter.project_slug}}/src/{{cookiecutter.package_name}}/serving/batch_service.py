@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from fastapi import Depends
 from ..settings import Settings
 from . import tracing
 from .batcher import Admission, Batcher, BatchObserver, ClientDisconnected, RunBatch
+from .cpus import usable_cpus
 from .deps import get_service
 from .errors import ClientClosedRequest
 from .lifecycle import Readiness
@@ -39,7 +39,7 @@ R = TypeVar("R")
 
 def preprocess_threads() -> int:
     """Threads for decoding and resizing: image codecs release the GIL, so one per core."""
-    return max(2, os.cpu_count() or 1)
+    return max(2, usable_cpus())
 
 
 class InferenceService(Generic[ModelT]):

@@ -9,6 +9,7 @@ from typing import Any
 import onnxruntime as ort
 
 from ..settings import Settings
+from .cpus import compute_threads
 from .device import Device, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,9 @@ def providers_for(settings: Settings, device: Device) -> list[Any]:
 def session_options(settings: Settings) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if settings.intra_op_threads:
-        options.intra_op_num_threads = settings.intra_op_threads
+    options.intra_op_num_threads = compute_threads(
+        settings.intra_op_threads, settings.parallel_model_calls
+    )
     options.inter_op_num_threads = 1
     # Idle intra-op threads sleep instead of spinning. Spinning saves microseconds
     # between back-to-back runs but keeps cores busy long after each one, and here

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..settings import Settings
+from .cpus import compute_threads
 from .device import Device, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -18,6 +19,12 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def set_compute_threads(settings: Settings) -> None:
+    """torch's intra-op pool: INTRA_OP_THREADS, or the usable CPUs per parallel model call."""
+    threads = compute_threads(settings.intra_op_threads, settings.parallel_model_calls)
+    torch.set_num_threads(threads)
 
 
 def select_device(settings: Settings) -> Device:
