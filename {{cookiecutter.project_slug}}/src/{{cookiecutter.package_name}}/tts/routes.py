@@ -36,7 +36,14 @@ from ..serving.responses import ERROR_RESPONSES, ErrorBody
 from . import speech_events
 from .audio import fit_length
 from .chunk_stream import ChunkStream
-from .encoders import DEFAULT_FORMAT, FORMATS, Encoder, encoded_rate, exact_length, open_encoder
+from .encoders import (
+    DEFAULT_FORMAT,
+    FORMATS,
+    Encoder,
+    encoded_rate,
+    exact_length,
+    open_encoder,
+)
 from .speech_events import SpeechUsage
 from .speech_service import SpeechService, SpeechServiceDep
 from .text_chunks import chunk_limit, split_text
@@ -178,7 +185,9 @@ async def create_speech(
             pieces = _once(content)
         else:
             encoder = await service.encode(open_encoder, response_format, model.sample_rate, total)
-            pieces = _encoded(service, encoder, first, stream, planned, usage)
+            # PCM costs nothing to encode: each chunk goes whole; a codec's, in quarter seconds
+            slices = model.sample_rate // 4 if FORMATS[response_format].codec else None
+            pieces = _encoded(service, encoder, first, stream, planned, usage, slices)
     except BaseException:
         stream.close()
         raise
@@ -225,8 +234,13 @@ async def _encoded(
     stream: ChunkStream,
     planned: list[int | None],
     usage: SpeechUsage,
+    slice_samples: int | None,
 ) -> AsyncGenerator[bytes, None]:
-    """Each chunk's audio, encoded, in order, as each is ready; then what the encoder held."""
+    """Each chunk's audio, encoded, in order, as each is ready; then what the encoder held.
+
+    A codec is fed ``slice_samples`` at a time, so the first bytes leave once the first
+    slice is encoded rather than the whole sentence (MP3 costs ~4 ms CPU per second).
+    """
     try:
         audio = first
         for index in range(len(stream)):
@@ -240,10 +254,12 @@ async def _encoded(
                     raise
             audio = _exact(audio, planned[index])
             usage.output_tokens += len(audio)
-            with tracing.span("encode", chunk=index):
-                encoded = await service.encode(encoder.encode, audio)
-            if encoded:
-                yield encoded
+            step = max(1, slice_samples or len(audio))
+            for start in range(0, len(audio), step):
+                with tracing.span("encode", chunk=index):
+                    encoded = await service.encode(encoder.encode, audio[start : start + step])
+                if encoded:
+                    yield encoded
         with tracing.span("encode", chunk="end"):
             encoded = await service.encode(encoder.finish)
         if encoded:

@@ -58,7 +58,7 @@ class SpeechService(InferenceService[Any]):
 
     async def encode(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run audio encoding off the event loop, on the preprocess threads (an MP3 encoder
-        spends about 8 ms of CPU per second of audio: a long chunk would stall every stream)."""
+        spends about 4 ms of CPU per second of audio: on the loop it would stall every stream)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._preprocess_pool, lambda: function(*args, **kwargs))
 
