@@ -11,6 +11,7 @@ stops the work, a failure after the first audio cuts the stream.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import threading
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import openai
 import pytest
@@ -199,10 +201,20 @@ def test_wav_is_sent_complete_when_the_length_is_unknown(model_path: Path) -> No
     with TestClient(create_app(settings, model_factory=LengthUnknown)) as client:
         unknown = client.post("/v1/audio/speech", json=body)
         pcm = client.post("/v1/audio/speech", json={**body, "response_format": "pcm"})
-    assert unknown.status_code == pcm.status_code == 200
+        flac = client.post("/v1/audio/speech", json={**body, "response_format": "flac"})
+        events = client.post("/v1/audio/speech", json={**body, "stream_format": "sse"})
+    assert unknown.status_code == pcm.status_code == flac.status_code == events.status_code == 200
     assert "content-length" in unknown.headers  # sent whole, once its length was known
     assert "content-length" not in pcm.headers  # streamed as it was made
     assert read_wav(unknown.content).tobytes() == pcm.content
+    # FLAC streams with "length unknown" in its header (FFmpeg's decoder reads it)
+    with av.open(io.BytesIO(flac.content)) as container:
+        decoded = np.concatenate([f.to_ndarray()[0] for f in container.decode(audio=0)])
+    assert decoded.tobytes() == pcm.content
+    # as events: the whole WAV in one delta
+    delta, done = (json.loads(line[6:]) for line in events.text.split("\n\n") if line)
+    assert base64.b64decode(delta["audio"]) == unknown.content
+    assert done["usage"]["output_tokens"] == len(pcm.content) // 2
 
 
 # --- the ASGI app, message by message ------------------------------------------------------------
