@@ -96,6 +96,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             OPENAI_MODELS,
             "tests/test_speech.py",
             "tests/test_speech_contract.py",
+            "tests/test_speech_formats.py",
             "tests/test_speech_model.py",
         ],
     },

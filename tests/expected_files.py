@@ -103,13 +103,22 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_embeddings_real_model.py",
     },
     ("workload", "tts"): workload_package(
-        "tts", "audio", "chunk_stream", "contract", "routes", "speech_service", "text_chunks"
+        "tts",
+        "audio",
+        "chunk_stream",
+        "contract",
+        "encoders",
+        "routes",
+        "speech_events",
+        "speech_service",
+        "text_chunks",
     )
     | BATCHING
     | {
         f"{PACKAGE}/serving/openai_models.py",
         "tests/test_speech.py",
         "tests/test_speech_contract.py",
+        "tests/test_speech_formats.py",
         "tests/test_speech_model.py",
     },
     ("backend", "onnxruntime"): {

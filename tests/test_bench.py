@@ -73,11 +73,18 @@ def check_served(out: Path, modes: tuple[str, ...], figure: str) -> None:
     assert (out / "bench.png").stat().st_size > 0
 
 
+def check_tts(out: Path) -> None:
+    check_served(out, ("dynamic mp3", "none mp3"), "audio_s_per_s")  # mp3: OpenAI's default
+    encoders = json.loads((out / "bench.json").read_text())["encoder_cpu_ms_per_audio_s"]
+    assert set(encoders) == {"mp3", "opus", "aac", "flac", "wav", "pcm"}
+    assert all(encoders[name] > 0 for name in ("mp3", "opus", "aac")), encoders
+
+
 CHECKS = {
     "vision": check_vision,
     "llm": check_llm,
     "embeddings": lambda out: check_served(out, ("batching on", "batching off"), "items_per_s"),
-    "tts": lambda out: check_served(out, ("dynamic", "none"), "audio_s_per_s"),
+    "tts": lambda out: check_tts(out),
 }
 
 

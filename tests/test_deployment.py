@@ -599,18 +599,25 @@ def infer_tts(base_url: str) -> str:
     status, answer = http(f"{base_url}/v1/models", timeout=10)
     assert status == 200, answer[:500]
     model = json.loads(answer)["data"][0]["id"]
+    import soundfile
+
     request = {"model": model, "input": "Hello from the container.", "voice": "alloy"}
-    status, audio = http(
-        f"{base_url}/v1/audio/speech",
-        data=json.dumps(request).encode(),
-        headers={"Content-Type": "application/json"},
-        timeout=60,
-    )
-    assert status == 200, audio[:500]
+    answers = {}
+    for response_format in ("wav", "mp3"):  # mp3: the default, through the image's PyAV
+        status, answers[response_format] = http(
+            f"{base_url}/v1/audio/speech",
+            data=json.dumps({**request, "response_format": response_format}).encode(),
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        assert status == 200, answers[response_format][:500]
+    audio = answers["wav"]
     with wave.open(io.BytesIO(audio)) as wav:
         frames, rate = wav.getnframes(), wav.getframerate()
     assert frames > 0 and len(audio) == 44 + 2 * frames
-    return f"POST /v1/audio/speech -> {frames / rate:.2f} s of {rate} Hz WAV"
+    mp3, mp3_rate = soundfile.read(io.BytesIO(answers["mp3"]))
+    assert mp3_rate == rate and len(mp3) >= frames
+    return f"POST /v1/audio/speech -> {frames / rate:.2f} s of {rate} Hz WAV, and as MP3"
 
 
 # one real inference request per workload, over plain HTTP

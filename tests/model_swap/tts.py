@@ -13,7 +13,8 @@ frames per character, hop length, voice count, sample rate) in their metadata.
 graph's tensor names); the served audio, asked for with the official ``openai``
 client (``audio.speech.create`` and ``with_streaming_response``), must be a
 16 kHz WAV with an X-Sample-Rate of 16000, and for the ONNX model the very samples
-the team's graph defines.
+the team's graph defines; the default (MP3) and Opus answers decode (libsndfile)
+at 16 kHz to the WAV's length, give or take the codec's padding.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -229,18 +231,24 @@ def check_served(project: Path, model_path: Path, base_url: str) -> None:
     with openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0) as client:
         model = client.models.list().data[0].id
         for voice, speaker in VOICES.items():
-            audio = client.audio.speech.create(model=model, voice=voice, input=TEXT)
+            audio = client.audio.speech.create(
+                model=model, voice=voice, input=TEXT, response_format="wav"
+            )
             samples = read_wav(audio.content)
             assert len(samples) == frames[ids].sum() * HOP, len(samples)
             if model_path.suffix == ".onnx":  # the team's graph, sample for sample
                 expected = np.clip(reference(ids, frames[ids], speaker), -1, 1) * 32767
                 assert np.abs(samples - expected).max() <= 2
         with client.audio.speech.with_streaming_response.create(
-            model=model, voice="nova", input=TEXT
+            model=model, voice="nova", input=TEXT, response_format="wav"
         ) as streamed:
             assert streamed.headers["x-sample-rate"] == str(SAMPLE_RATE)
             body = b"".join(streamed.iter_bytes())
-        assert body == client.audio.speech.create(model=model, voice="nova", input=TEXT).content
+        wav = client.audio.speech.create(
+            model=model, voice="nova", input=TEXT, response_format="wav"
+        ).content
+        assert body == wav
+        check_compressed(client, model, len(read_wav(wav)))
         try:
             client.audio.speech.create(model=model, voice="onyx", input=TEXT)
         except openai.BadRequestError as error:
@@ -248,6 +256,19 @@ def check_served(project: Path, model_path: Path, base_url: str) -> None:
             assert "alloy, echo, nova" in error.body["message"]
         else:
             raise AssertionError("a voice outside the team's table was not refused")
+
+
+def check_compressed(client: Any, model: str, num_samples: int) -> None:
+    """The default answer (MP3) and Opus, at the team's 16 kHz (both codecs take it)."""
+    import soundfile
+
+    default = client.audio.speech.with_raw_response.create(model=model, voice="nova", input=TEXT)
+    assert default.headers["content-type"] == "audio/mpeg", default.headers
+    opus = client.audio.speech.create(model=model, voice="nova", input=TEXT, response_format="opus")
+    for data, padding in ((default.content, 3 * 1152), (opus.content, 0)):
+        samples, rate = soundfile.read(io.BytesIO(data), dtype="int16")
+        assert rate == SAMPLE_RATE, rate
+        assert 0 <= len(samples) - num_samples <= padding, (len(samples), num_samples)
 
 
 SWAPS = [

@@ -1,7 +1,8 @@
 """``POST /v1/audio/speech`` through the official ``openai`` client, and its streaming behaviour.
 
 The first half drives a real server (uvicorn on a local port) with the
-client: WAV and PCM, durations, concurrency, errors. The second half drives
+client: WAV and PCM, durations, concurrency, errors (the compressed formats,
+SSE and voices: ``test_speech_formats.py``). The second half drives
 the ASGI app directly to watch every message it sends: audio leaves before
 later chunks are made, draining finishes open streams, a client that leaves
 stops the work, a failure after the first audio cuts the stream.
@@ -10,6 +11,7 @@ stops the work, a failure after the first audio cuts the stream.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import threading
@@ -19,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import openai
 import pytest
@@ -58,6 +61,7 @@ def api(server: tuple[str, FastAPI]) -> openai.OpenAI:
 
 def speak(api: openai.OpenAI, text: str, **options: Any) -> bytes:
     options.setdefault("voice", VOICES[0])
+    options.setdefault("response_format", "wav")
     return api.audio.speech.create(model=MODEL, input=text, **options).content
 
 
@@ -79,7 +83,7 @@ def seconds(samples: np.ndarray) -> float:
 
 def test_wav_parses_with_the_declared_sample_rate(api: openai.OpenAI) -> None:
     response = api.audio.speech.with_raw_response.create(
-        model=MODEL, voice=VOICES[0], input=SENTENCE
+        model=MODEL, voice=VOICES[0], input=SENTENCE, response_format="wav"
     )
     assert response.headers["content-type"] == "audio/wav"
     assert response.headers["x-sample-rate"] == str(SAMPLE_RATE)
@@ -149,14 +153,14 @@ def test_concurrent_requests_each_get_their_own_audio(
     ("options", "param"),
     [
         ({"voice": "nobody"}, "voice"),
-        ({"response_format": "mp3"}, "response_format"),
+        ({"response_format": "m4a"}, "response_format"),
+        ({"response_format": "MP3"}, "response_format"),
         ({"speed": 4.5}, "speed"),
         ({"speed": 0.1}, "speed"),
         ({"input": "x" * 5000}, "input"),
         ({"input": ""}, "input"),
         ({"input": " \n "}, "input"),
-        ({"instructions": "whisper"}, "instructions"),
-        ({"stream_format": "sse"}, "stream_format"),
+        ({"stream_format": "json"}, "stream_format"),
         ({"extra_body": {"volume": 3}}, "volume"),
     ],
     ids=lambda value: str(value)[:40],
@@ -187,15 +191,30 @@ def test_wav_is_sent_complete_when_the_length_is_unknown(model_path: Path) -> No
         def num_samples(self, utterance):  # type: ignore[no-untyped-def]
             return None
 
-    body = {"model": MODEL, "voice": VOICES[0], "input": f"{SENTENCE} Then another one."}
+    body = {
+        "model": MODEL,
+        "voice": VOICES[0],
+        "input": f"{SENTENCE} Then another one.",
+        "response_format": "wav",
+    }
     settings = make_settings(model_path, **SMALL)
     with TestClient(create_app(settings, model_factory=LengthUnknown)) as client:
         unknown = client.post("/v1/audio/speech", json=body)
         pcm = client.post("/v1/audio/speech", json={**body, "response_format": "pcm"})
-    assert unknown.status_code == pcm.status_code == 200
+        flac = client.post("/v1/audio/speech", json={**body, "response_format": "flac"})
+        events = client.post("/v1/audio/speech", json={**body, "stream_format": "sse"})
+    assert unknown.status_code == pcm.status_code == flac.status_code == events.status_code == 200
     assert "content-length" in unknown.headers  # sent whole, once its length was known
     assert "content-length" not in pcm.headers  # streamed as it was made
     assert read_wav(unknown.content).tobytes() == pcm.content
+    # FLAC streams with "length unknown" in its header (FFmpeg's decoder reads it)
+    with av.open(io.BytesIO(flac.content)) as container:
+        decoded = np.concatenate([f.to_ndarray()[0] for f in container.decode(audio=0)])
+    assert decoded.tobytes() == pcm.content
+    # as events: the whole WAV in one delta
+    delta, done = (json.loads(line[6:]) for line in events.text.split("\n\n") if line)
+    assert base64.b64decode(delta["audio"]) == unknown.content
+    assert done["usage"]["output_tokens"] == len(pcm.content) // 2
 
 
 # --- the ASGI app, message by message ------------------------------------------------------------
@@ -266,7 +285,7 @@ def is_audio(message: dict[str, Any]) -> bool:
 
 
 EIGHT_SENTENCES = " ".join(f"Part {n} of the text." for n in range(8))
-LONG = {"model": MODEL, "voice": VOICES[0], "input": EIGHT_SENTENCES}
+LONG = {"model": MODEL, "voice": VOICES[0], "input": EIGHT_SENTENCES, "response_format": "wav"}
 
 
 class GatedModel(Model):
@@ -291,7 +310,10 @@ def gated_app(model_path: Path) -> Iterator[FastAPI]:
     GatedModel.armed = False
 
 
-def test_audio_leaves_before_later_chunks_are_made(gated_app: FastAPI) -> None:
+@pytest.mark.parametrize("response_format", ["wav", "pcm", "mp3", "opus", "aac", "flac"])
+def test_audio_leaves_before_later_chunks_are_made(
+    gated_app: FastAPI, response_format: str
+) -> None:
     async def scenario() -> None:
         async with gated_app.router.lifespan_context(gated_app):
             GatedModel.armed = True
@@ -306,10 +328,16 @@ def test_audio_leaves_before_later_chunks_are_made(gated_app: FastAPI) -> None:
                     assert GatedModel.calls <= sent + 1, "chunks were made before audio was sent"
                     GatedModel.permits.release()  # one more chunk per chunk sent
 
-            messages = await call(gated_app, LONG, on_message=on_message)
+            body = {**LONG, "response_format": response_format}
+            messages = await call(gated_app, body, on_message=on_message)
         assert status_of(messages) == 200 and completed(messages)
-        assert sent == GatedModel.calls == 8  # one model call and one message per chunk
-        read_wav(body_of(messages))
+        assert GatedModel.calls == 8  # one model call per chunk
+        if response_format in ("wav", "pcm"):
+            assert sent == 8  # and one message each
+        else:  # a codec is fed quarter seconds (a sentence lasts longer), each sent at once
+            assert sent > 8
+        if response_format == "wav":
+            read_wav(body_of(messages))
 
     run_async(scenario())
 

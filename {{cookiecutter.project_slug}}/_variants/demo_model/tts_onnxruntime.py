@@ -49,7 +49,7 @@ CHARSET = " abcdefghijklmnopqrstuvwxyz0123456789'-,;:.!?"
 VOWELS = set("aeiouy")
 VOICED = set("bdgjlmnrvwz")
 UNVOICED = set("cfhkpqstx")
-# the model's own voices (speaker ids 0..9), by base pitch in Hz; model.py maps
+# the model's own voices (speaker ids 0..12), by base pitch in Hz; model.py maps
 # OpenAI's voice names to them (Model.voices)
 VOICE_PITCHES = [
     150.0,  # alloy
@@ -62,6 +62,9 @@ VOICE_PITCHES = [
     95.0,  # onyx
     180.0,  # sage
     240.0,  # shimmer
+    140.0,  # verse
+    210.0,  # marin
+    100.0,  # cedar
 ]
 
 

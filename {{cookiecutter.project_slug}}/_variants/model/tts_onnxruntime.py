@@ -9,9 +9,19 @@ line that says what to change:
   the X-Sample-Rate header say it); checked against the file's metadata;
 - ``voices``: the voice names a request may ask for (OpenAI's, so existing
   clients work unchanged), each mapped to one of the model's own voices (its
-  speaker id); every id must exist in the model (metadata ``num_voices``);
+  speaker id); every id must exist in the model (metadata ``num_voices``).
+  The demo maps all thirteen names OpenAI documents (alloy, ash, ballad, coral,
+  echo, fable, nova, onyx, sage, shimmer, verse, marin, cedar) to its thirteen
+  voices; a model with fewer voices maps several names to one, or lists fewer
+  names (the others answer 400, listing these);
 - ``input_names`` / ``output_name``: the graph's tensors; the waveform output
   is float32 in [-1, 1], ``(batch, samples)``, with a dynamic batch axis.
+
+OpenAI's ``instructions`` ("speak cheerfully") are accepted and ignored: this
+model has no way to follow them, so the audio is the same with or without them.
+The response's format (mp3, opus, aac, flac, wav, pcm) is the service's
+business (``tts/encoders.py``): ``predict`` returns float samples whatever the
+client asked for.
 
 The methods the service calls:
 
@@ -67,6 +77,8 @@ class Model:
     platform = "onnxruntime_onnx"
     # --- the contract: what the model is ------------------------------------------
     sample_rate = 24_000
+    # OpenAI's voice name -> the model's own voice (speaker id); a request for a name that is
+    # not here answers 400 listing these. Several names may share one voice.
     voices: ClassVar[dict[str, int]] = {
         "alloy": 0,
         "ash": 1,
@@ -78,6 +90,9 @@ class Model:
         "onyx": 7,
         "sage": 8,
         "shimmer": 9,
+        "verse": 10,
+        "marin": 11,
+        "cedar": 12,
     }
     input_names = ("ids", "durations", "voice")
     output_name = "audio"

@@ -10,6 +10,16 @@ that says what to change:
 - ``voices``: the voice names a request may ask for (OpenAI's, so existing
   clients work unchanged), each mapped to one of the model's own voices (its
   speaker id); every id must exist in the model (metadata ``num_voices``).
+  The demo maps all thirteen names OpenAI documents (alloy, ash, ballad, coral,
+  echo, fable, nova, onyx, sage, shimmer, verse, marin, cedar) to its thirteen
+  voices; a model with fewer voices maps several names to one, or lists fewer
+  names (the others answer 400, listing these).
+
+OpenAI's ``instructions`` ("speak cheerfully") are accepted and ignored: this
+model has no way to follow them, so the audio is the same with or without them.
+The response's format (mp3, opus, aac, flac, wav, pcm) is the service's
+business (``tts/encoders.py``): ``predict`` returns float samples whatever the
+client asked for.
 
 The methods the service calls:
 
@@ -158,6 +168,8 @@ class Model:
     platform = "pytorch_safetensors"
     # --- the contract: what the model is ------------------------------------------
     sample_rate = 24_000
+    # OpenAI's voice name -> the model's own voice (speaker id); a request for a name that is
+    # not here answers 400 listing these. Several names may share one voice.
     voices: ClassVar[dict[str, int]] = {
         "alloy": 0,
         "ash": 1,
@@ -169,6 +181,9 @@ class Model:
         "onyx": 7,
         "sage": 8,
         "shimmer": 9,
+        "verse": 10,
+        "marin": 11,
+        "cedar": 12,
     }
 
     def __init__(self, settings: Settings) -> None:

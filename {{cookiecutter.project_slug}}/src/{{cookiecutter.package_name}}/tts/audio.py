@@ -1,4 +1,5 @@
-"""Audio encoding for responses: 16-bit little-endian PCM and the WAV header in front of it."""
+"""16-bit little-endian PCM and the WAV header in front of it (every format starts from these
+samples; ``encoders`` turns them into the response)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import numpy as np
 SAMPLE_WIDTH = 2  # bytes: signed 16-bit
 CHANNELS = 1
 WAV_HEADER_BYTES = 44
-MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm"}
 
 
 def to_pcm16(audio: np.ndarray) -> bytes:
