@@ -57,6 +57,22 @@ def check_config(config: dict[str, Any], dimensions: int, max_input_tokens: int)
         )
 
 
+def check_matryoshka(sizes: tuple[int, ...], dimensions: int) -> None:
+    """The declared shorter sizes must be shorter than the vectors (and whole numbers)."""
+    wrong = [size for size in sizes if type(size) is not int or not 1 <= size <= dimensions]
+    if wrong:
+        raise ContractError(
+            f"model.py declares matryoshka_dimensions = {sizes!r}, but {wrong[0]!r} is not a "
+            f"size from 1 to dimensions = {dimensions}: list the sizes the model was trained "
+            "to be cut to, or () for none"
+        )
+
+
+def vocabulary_size(config: dict[str, Any], tokenizer: Tokenizer) -> int:
+    """The ids a token array may hold: the embedding table's rows when config.json says."""
+    return config.get("vocab_size") or tokenizer.get_vocab_size(with_added_tokens=True)
+
+
 def load_tokenizer(path: Path, max_tokens: int, vocab_size: int | None) -> Tokenizer:
     """Open the tokenizer file, truncating at ``max_tokens``, not padding (batches pad).
 
