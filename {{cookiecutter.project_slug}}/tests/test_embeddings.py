@@ -82,7 +82,9 @@ def embed(client: openai.OpenAI, model: str, texts: str | list[str], **kwargs: A
 def tokenizer(model_path: Path) -> Tokenizer:
     """The model's own tokenizer, as a client that tokenises for this model loads it."""
     folder = model_path if model_path.is_dir() else model_path.parent
-    return Tokenizer.from_file(str(folder / Model.tokenizer_file))
+    tokenizer = Tokenizer.from_file(str(folder / Model.tokenizer_file))
+    tokenizer.no_padding()  # one array per input, unpadded: pad ids would be embedded too
+    return tokenizer
 
 
 def token_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:

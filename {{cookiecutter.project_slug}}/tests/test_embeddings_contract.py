@@ -89,6 +89,15 @@ def test_a_declared_dimension_the_model_does_not_have(
     assert f"set Model.dimensions = {Model.dimensions - 1}" in startup_error(model_path)
 
 
+def test_a_model_py_without_matryoshka_dimensions_says_what_to_add(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model.py written for an older template (it had `supports_dimensions`)."""
+    monkeypatch.delattr(Model, "matryoshka_dimensions")
+    message = startup_error(model_path)
+    assert "Model has no matryoshka_dimensions: add the class attribute" in message
+
+
 @pytest.mark.parametrize("offset", [1, -Model.dimensions])
 def test_matryoshka_sizes_outside_the_vector(
     model_path: Path, monkeypatch: pytest.MonkeyPatch, offset: int

@@ -22,6 +22,24 @@ class ContractError(ValueError):
     """The model on disk disagrees with what model.py declares."""
 
 
+# What the service reads of a Model besides its methods, with the line that provides it:
+# a model.py written for an older template lacks them (see the CHANGELOG)
+REQUIRED_ATTRIBUTES = {
+    "matryoshka_dimensions": "the class attribute `matryoshka_dimensions: tuple[int, ...] = ()` "
+    "(it replaced supports_dimensions: list the sizes, or () for none)",
+    "vocab_size": "`self.vocab_size = 0` in __init__ and `self.vocab_size = "
+    "vocabulary_size(config, self._tokenizer)` in load()",
+}
+
+
+def require_attributes(model: Any) -> Any:
+    """The model, once it has every attribute the service reads; else one line saying what to add."""
+    for name, fix in REQUIRED_ATTRIBUTES.items():
+        if not hasattr(model, name):
+            raise ContractError(f"model.py's Model has no {name}: add {fix}")
+    return model
+
+
 def input_limit(declared: int, requested: int | None) -> int:
     """The token limit to serve: the declared one, or MAX_INPUT_TOKENS when that lowers it."""
     if requested is None:
