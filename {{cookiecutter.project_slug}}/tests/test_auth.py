@@ -31,9 +31,8 @@ def protected_get_paths() -> list[str]:
         for route in router.routes:
             if "GET" in getattr(route, "methods", set()):
                 # path parameters ({name}, {model:path}) name the served model
-                paths.append(
-                    re.sub(r"\{\w+(:\w+)?\}", "{{ cookiecutter.project_slug }}", route.path)
-                )
+                served = "{{ cookiecutter.project_slug }}"
+                paths.append(re.sub(r"\{\w+(:\w+)?\}", served, route.path))
     return paths
 
 

@@ -33,7 +33,7 @@ REQUIRED_ATTRIBUTES = {
 
 
 def require_attributes(model: Any) -> Any:
-    """The model, once it has every attribute the service reads; else one line saying what to add."""
+    """The model, if it has every attribute the service reads; else one line saying what to add."""
     for name, fix in REQUIRED_ATTRIBUTES.items():
         if not hasattr(model, name):
             raise ContractError(f"model.py's Model has no {name}: add {fix}")
