@@ -52,7 +52,8 @@ OPTIONAL_VARIANTS: dict[str, str] = {
 
 # shared serving pieces that only some workloads use
 BATCHING = [f"{PACKAGE}/serving/batcher.py", f"{PACKAGE}/serving/batch_service.py"]
-OPENAI_MODELS = f"{PACKAGE}/serving/openai_models.py"  # GET /v1/models of the OpenAI workloads
+# GET /v1/models and the served names of the OpenAI workloads, and their test
+OPENAI_MODELS = [f"{PACKAGE}/serving/openai_models.py", "tests/test_served_names.py"]
 
 # option -> value -> paths that exist only for that value
 OWNED_BY: dict[str, dict[str, list[str]]] = {
@@ -70,7 +71,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
         ],
         "llm": [
             f"{PACKAGE}/llm",
-            OPENAI_MODELS,
+            *OPENAI_MODELS,
             "tests/llm_support.py",
             "tests/test_llm_api.py",
             "tests/test_llm_contract.py",
@@ -84,7 +85,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
         "embeddings": [
             f"{PACKAGE}/embeddings",
             *BATCHING,
-            OPENAI_MODELS,
+            *OPENAI_MODELS,
             "tests/test_embeddings.py",
             "tests/test_embeddings_batching.py",
             "tests/test_embeddings_contract.py",
@@ -93,7 +94,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
         "tts": [
             f"{PACKAGE}/tts",
             *BATCHING,
-            OPENAI_MODELS,
+            *OPENAI_MODELS,
             "tests/test_speech.py",
             "tests/test_speech_contract.py",
             "tests/test_speech_formats.py",

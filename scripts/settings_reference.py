@@ -181,6 +181,9 @@ def read_variant(combination: Combination, project: Path) -> Variant:
         for name, field in settings_class.model_fields.items():
             alias = field.validation_alias if isinstance(field.validation_alias, str) else None
             kind = describe_type(field.annotation)
+            if any(getattr(item, "__name__", "") == "NoDecode" for item in field.metadata):
+                # the field parses the raw string itself (settings.py says how)
+                kind = kind.replace("JSON list", "comma-separated or JSON list")
             constraints = describe_constraints(list(field.metadata))
             fields[name] = FieldDoc(
                 name=name,
@@ -291,7 +294,8 @@ variable.
 The names below use the default package name `ai_service`: the prefix is your
 `package_name` upper-cased plus `_` (package `fraud_scorer` reads
 `FRAUD_SCORER_MODEL_PATH`). Names are case-insensitive. Booleans accept
-`true`/`false`/`1`/`0`; lists are JSON (`["https://app.example"]`).
+`true`/`false`/`1`/`0`; lists are JSON (`["https://app.example"]`), and where
+the type says so also comma-separated (`a,b`).
 
 Where a default or a description depends on an option, each variant is given
 with its condition in parentheses. This page is generated from the code of

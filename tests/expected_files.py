@@ -86,6 +86,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
     )
     | {
         f"{PACKAGE}/serving/openai_models.py",
+        "tests/test_served_names.py",
         "tests/llm_support.py",
         "tests/test_llm_api.py",
         "tests/test_llm_contract.py",
@@ -93,10 +94,13 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_scheduler.py",
         "tests/test_text.py",
     },
-    ("workload", "embeddings"): workload_package("embeddings", "contract", "routes", "tokens")
+    ("workload", "embeddings"): workload_package(
+        "embeddings", "contract", "inputs", "routes", "tokens"
+    )
     | BATCHING
     | {
         f"{PACKAGE}/serving/openai_models.py",
+        "tests/test_served_names.py",
         "tests/test_embeddings.py",
         "tests/test_embeddings_batching.py",
         "tests/test_embeddings_contract.py",
@@ -116,6 +120,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
     | BATCHING
     | {
         f"{PACKAGE}/serving/openai_models.py",
+        "tests/test_served_names.py",
         "tests/test_speech.py",
         "tests/test_speech_contract.py",
         "tests/test_speech_formats.py",

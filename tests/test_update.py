@@ -97,9 +97,12 @@ CASES = [
         "embeddings",
         "torch",
         "cruft",
-        # another model, trained for shortened ("Matryoshka") vectors
-        ("    supports_dimensions = False", "    supports_dimensions = True"),
-        "assert model.Model.supports_dimensions is True",
+        # another model, trained for other shortened ("Matryoshka") sizes
+        (
+            "    matryoshka_dimensions: tuple[int, ...] = (32, 64)",
+            "    matryoshka_dimensions: tuple[int, ...] = (16, 32, 64)",
+        ),
+        "assert model.Model.matryoshka_dimensions == (16, 32, 64)",
     ),
 ]
 

@@ -10,9 +10,11 @@ sentences (about 250 tokens instead of the demo's 400); its encoder is 48 wide
   (``model.safetensors`` + ``config.json``), as a sentence-transformers
   folder holds it.
 
-``model.py`` is edited only in its contract lines; the served vectors, asked for
-with the official ``openai`` client (float and base64), must be the team's
-model's own, computed here without the service.
+``model.py`` is edited only in its contract lines (no ``matryoshka_dimensions``:
+the team's model was not trained to be shortened); the served vectors, asked for
+with the official ``openai`` client (float and base64, from texts and from the
+team tokenizer's ids), must be the team's model's own, computed here without the
+service.
 """
 
 from __future__ import annotations
@@ -98,6 +100,12 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return mean / np.linalg.norm(mean, axis=1, keepdims=True)
 
 
+def team_tokenizer(model_path: Path):  # type: ignore[no-untyped-def]
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(model_path.parent / "tokenizer.json"))
+
+
 def encode(folder: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(ids, mask) of the texts with the team's tokenizer, right-padded."""
     from tokenizers import Tokenizer
@@ -181,11 +189,14 @@ def edit_onnx(project: Path) -> None:
         max_input_tokens=MAX_TOKENS,
         input_names=("ids", "mask"),
         output_name="token_embeddings",
+        matryoshka_dimensions=(),  # not trained to be shortened
     )
 
 
 def edit_torch(project: Path) -> None:
-    set_contract(project, dimensions=DIMENSIONS, max_input_tokens=MAX_TOKENS)
+    set_contract(
+        project, dimensions=DIMENSIONS, max_input_tokens=MAX_TOKENS, matryoshka_dimensions=()
+    )
 
 
 def check_served(project: Path, model_path: Path, base_url: str) -> None:
@@ -201,6 +212,15 @@ def check_served(project: Path, model_path: Path, base_url: str) -> None:
         # the client's default: base64 of little-endian float32, decoded by the client
         decoded = client.embeddings.create(model=model, input=TEXTS)
         np.testing.assert_array_equal(np.array([i.embedding for i in decoded.data]), got)
+        ids = [encoding.ids for encoding in team_tokenizer(model_path).encode_batch(TEXTS)]
+        arrays = client.embeddings.create(model=model, input=ids, encoding_format="float")
+        np.testing.assert_allclose([item.embedding for item in arrays.data], got, atol=1e-6)
+        try:
+            client.embeddings.create(model=model, input=TEXTS[0], dimensions=DIMENSIONS // 2)
+        except openai.BadRequestError as error:
+            assert error.body["param"] == "dimensions", error.body
+        else:
+            raise AssertionError("a model without matryoshka_dimensions shortened its vectors")
         raw = client.embeddings.with_raw_response.create(
             model=model, input=TEXTS[0], encoding_format="base64"
         )

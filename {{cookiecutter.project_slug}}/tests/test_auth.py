@@ -30,8 +30,9 @@ def protected_get_paths() -> list[str]:
     for router in workload.PROTECTED_ROUTERS:
         for route in router.routes:
             if "GET" in getattr(route, "methods", set()):
-                # path parameters ({name}, {model}) name the served model
-                paths.append(re.sub(r"\{\w+\}", "{{ cookiecutter.project_slug }}", route.path))
+                # path parameters ({name}, {model:path}) name the served model
+                served = "{{ cookiecutter.project_slug }}"
+                paths.append(re.sub(r"\{\w+(:\w+)?\}", served, route.path))
     return paths
 
 

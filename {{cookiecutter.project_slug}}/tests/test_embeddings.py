@@ -1,7 +1,9 @@
-"""``/v1/embeddings`` and ``/v1/models`` driven by the official ``openai`` client; bad input.
+"""``/v1/embeddings`` driven by the official ``openai`` client: texts, token arrays,
+``dimensions``; bad input.
 
 Contract tests: they pass for any model that fits ``Model``'s declared contract
-(its ``dimensions``, ``max_input_tokens``, ``tokenizer_file``) and read it from there.
+(its ``dimensions``, ``max_input_tokens``, ``tokenizer_file``, ``matryoshka_dimensions``)
+and read it from there. The served names are tested in ``test_served_names.py``.
 """
 
 from __future__ import annotations
@@ -35,12 +37,17 @@ JSON_HEADERS = {"content-type": "application/json"}
 # at least three times the model's limit: every word is one token or more
 LONG_TEXT = " ".join(["people often read a long book"] * (Model.max_input_tokens // 2 + 1))
 OVER_THE_LIMIT = f"limit of {Model.max_input_tokens} tokens"
-# a `dimensions` the model refuses: shortening when it cannot, or longer than it is
+# a `dimensions` the model refuses: any shorter size when it cannot be shortened, else
+# a size it was not trained for, or a longer one
+SHORTER_SIZES = sorted(set(Model.matryoshka_dimensions) - {Model.dimensions})
 REFUSED_DIMENSIONS = (
-    (Model.dimensions + 1, "at most")
-    if Model.supports_dimensions
+    (next(d for d in range(1, Model.dimensions) if d not in SHORTER_SIZES), "must be one of")
+    if SHORTER_SIZES
     else (max(1, Model.dimensions // 2), "does not support")
 )
+TOO_LONG = (Model.dimensions + 1, "must be one of" if SHORTER_SIZES else "does not")
+# not a token id of any model: far past every vocabulary, or negative
+HUGE_ID = 10**12
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +78,20 @@ def embed(client: openai.OpenAI, model: str, texts: str | list[str], **kwargs: A
     return vectors(client.embeddings.create(model=model, input=texts, **kwargs))
 
 
+@pytest.fixture(scope="module")
+def tokenizer(model_path: Path) -> Tokenizer:
+    """The model's own tokenizer, as a client that tokenises for this model loads it."""
+    folder = model_path if model_path.is_dir() else model_path.parent
+    tokenizer = Tokenizer.from_file(str(folder / Model.tokenizer_file))
+    tokenizer.no_padding()  # one array per input, unpadded: pad ids would be embedded too
+    return tokenizer
+
+
+def token_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    """What the tokenizer gives a client, with its default special tokens ([CLS] ... [SEP])."""
+    return [encoding.ids for encoding in tokenizer.encode_batch(texts)]
+
+
 def test_float_and_base64_agree(client: openai.OpenAI, model_name: str) -> None:
     as_float = embed(client, model_name, TEXTS, encoding_format="float")
     as_base64 = embed(client, model_name, TEXTS)  # the client asks for base64 and decodes it
@@ -79,15 +100,13 @@ def test_float_and_base64_agree(client: openai.OpenAI, model_name: str) -> None:
 
 
 def test_response_shape_usage_and_unit_vectors(
-    client: openai.OpenAI, model_name: str, model_path: Path
+    client: openai.OpenAI, model_name: str, tokenizer: Tokenizer
 ) -> None:
     response = client.embeddings.create(model=model_name, input=TEXTS, encoding_format="float")
     assert response.object == "list"
     assert response.model == model_name
     assert all(item.object == "embedding" for item in response.data)
-    folder = model_path if model_path.is_dir() else model_path.parent
-    tokenizer = Tokenizer.from_file(str(folder / Model.tokenizer_file))
-    expected_tokens = sum(len(tokenizer.encode(text).ids) for text in TEXTS)
+    expected_tokens = sum(map(len, token_ids(tokenizer, TEXTS)))
     assert response.usage.prompt_tokens == response.usage.total_tokens == expected_tokens
     np.testing.assert_allclose(np.linalg.norm(vectors(response), axis=1), 1.0, atol=1e-5)
 
@@ -111,18 +130,56 @@ def test_concurrent_distinct_inputs_each_get_their_own_vector(
     np.testing.assert_allclose(np.stack(results), reference, atol=1e-5)
 
 
-def test_models_list_and_retrieve(client: openai.OpenAI, model_name: str) -> None:
-    listed = client.models.list()
-    assert [model.id for model in listed.data] == [model_name]
-    assert client.models.retrieve(model_name).id == model_name
-    with pytest.raises(openai.NotFoundError):
-        client.models.retrieve("no-such-model")
+def test_token_arrays_give_the_vectors_of_their_texts(
+    client: openai.OpenAI, model_name: str, tokenizer: Tokenizer
+) -> None:
+    """The tokenizer's ids, special tokens included, are embedded as given: as the text is."""
+    ids = token_ids(tokenizer, TEXTS)
+    texts = client.embeddings.create(model=model_name, input=TEXTS, encoding_format="float")
+    arrays = client.embeddings.create(model=model_name, input=ids, encoding_format="float")
+    np.testing.assert_allclose(vectors(arrays), vectors(texts), atol=1e-6)
+    assert arrays.usage.prompt_tokens == texts.usage.prompt_tokens == sum(map(len, ids))
+    one = client.embeddings.create(model=model_name, input=ids[1])  # one array: one input
+    assert len(one.data) == 1 and one.usage.prompt_tokens == len(ids[1])
+    np.testing.assert_allclose(vectors(one)[0], embed(client, model_name, TEXTS[1])[0], atol=1e-6)
+
+
+def test_token_arrays_are_not_wrapped_in_special_tokens(
+    client: openai.OpenAI, model_name: str, tokenizer: Tokenizer
+) -> None:
+    """Ids without the tokenizer's [CLS]/[SEP] are another input, not the same text."""
+    bare = tokenizer.encode(TEXTS[0], add_special_tokens=False).ids
+    full = tokenizer.encode(TEXTS[0]).ids
+    if bare == full:
+        pytest.skip("this model's tokenizer adds no special tokens")
+    answer = client.embeddings.create(model=model_name, input=[bare])
+    assert answer.usage.prompt_tokens == len(bare)
+    assert not np.allclose(vectors(answer)[0], embed(client, model_name, TEXTS[0])[0], atol=1e-4)
+
+
+def test_dimensions_shorten_and_renormalise(client: openai.OpenAI, model_name: str) -> None:
+    if not SHORTER_SIZES:
+        pytest.skip("the model declares no matryoshka_dimensions")
+    full = embed(client, model_name, TEXTS, encoding_format="float")
+    for size in SHORTER_SIZES:
+        shortened = embed(client, model_name, TEXTS, dimensions=size, encoding_format="float")
+        assert shortened.shape == (len(TEXTS), size)
+        expected = full[:, :size] / np.linalg.norm(full[:, :size], axis=1, keepdims=True)
+        np.testing.assert_allclose(shortened, expected, atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(shortened, axis=1), 1.0, atol=1e-5)
+        # base64 (the client's default) carries the same shortened floats
+        np.testing.assert_array_equal(embed(client, model_name, TEXTS, dimensions=size), shortened)
+    own_size = embed(client, model_name, TEXTS, dimensions=Model.dimensions)
+    np.testing.assert_allclose(own_size, full, atol=1e-6)
 
 
 def test_client_sees_a_clear_error(client: openai.OpenAI, model_name: str) -> None:
     with pytest.raises(openai.BadRequestError) as error:
         client.embeddings.create(model=model_name, input="hello", dimensions=REFUSED_DIMENSIONS[0])
     assert error.value.body["param"] == "dimensions"
+    with pytest.raises(openai.BadRequestError) as error:
+        client.embeddings.create(model=model_name, input=[[1, 2], [3, HUGE_ID]])
+    assert error.value.body["param"] == "input[1][1]"
     with pytest.raises(openai.NotFoundError) as not_found:
         client.embeddings.create(model="another-model", input="hello")
     assert not_found.value.body["param"] == "model"
@@ -141,16 +198,30 @@ def http(model_path: Path) -> Iterator[TestClient]:
         ({"model": "x"}, "input", "Field required"),
         ({"input": ""}, "input", "empty"),
         ({"input": []}, "input", "non-empty"),
-        ({"input": ["ok", 3]}, "input", "item 1"),
-        ({"input": ["ok", ""]}, "input", "item 1"),
-        ({"input": [[101, 2023, 102]]}, "input", "token arrays"),
-        ({"input": [101, 2023]}, "input", "token arrays"),
+        ({"input": {"text": "hi"}}, "input", "non-empty"),
+        ({"input": ["ok", 3]}, "input[1]", "not a string"),
+        ({"input": ["ok", ""]}, "input[1]", "empty string"),
         ({"input": "lone \ud800 surrogate"}, "input", "not valid Unicode"),
-        ({"input": ["ok", "\udfff"]}, "input", "item 1 is not valid Unicode"),
+        ({"input": ["ok", "\udfff"]}, "input[1]", "input[1] is not valid Unicode"),
         ({"input": None}, "input", "non-empty"),
+        ({"input": [None]}, "input[0]", "a token id or a list of token ids"),
+        # token arrays: the item, and the id inside it
+        ({"input": [5, HUGE_ID]}, "input[1]", "not a token id of this model"),
+        ({"input": [[5, 6], [7, 8, -1]]}, "input[1][2]", "not a token id of this model"),
+        ({"input": [[5, 6], [7, True]]}, "input[1][1]", "not a token id (an integer)"),
+        ({"input": [5, 6.0]}, "input[1]", "not a token id (an integer)"),
+        ({"input": [[5], []]}, "input[1]", "empty token array"),
+        ({"input": [[5], 6]}, "input[1]", "not a list of token ids"),
+        ({"input": [[5], "text"]}, "input[1]", "not a list of token ids"),
+        ({"input": [[5, [6]]]}, "input[0][1]", "not a token id"),
+        ({"input": ["text", [5]]}, "input[1]", "not a string"),
+        ({"input": [5] * (Model.max_input_tokens + 1)}, "input", OVER_THE_LIMIT),
+        ({"input": [[5], [5] * (Model.max_input_tokens + 1)]}, "input[1]", OVER_THE_LIMIT),
+        ({"input": [[5]] * 5}, "input", "at most 4"),
         ({"input": "hi", "encoding_format": "int8"}, "encoding_format", "float"),
         ({"input": "hi", "dimensions": 0}, "dimensions", "greater than or equal to 1"),
         ({"input": "hi", "dimensions": REFUSED_DIMENSIONS[0]}, "dimensions", REFUSED_DIMENSIONS[1]),
+        ({"input": "hi", "dimensions": TOO_LONG[0]}, "dimensions", TOO_LONG[1]),
         ({"input": ["a", "b", "c", "d", "e"]}, "input", "at most 4"),
         ({"input": LONG_TEXT}, "input", OVER_THE_LIMIT),
         ({"input": ["short", LONG_TEXT]}, "input[1]", OVER_THE_LIMIT),
@@ -174,6 +245,20 @@ def test_bad_input_answers_400_naming_the_field(
 def test_too_long_input_has_openai_code(http: TestClient) -> None:
     error = http.post("/v1/embeddings", json={"input": LONG_TEXT}).json()["error"]
     assert error["code"] == "context_length_exceeded"
+    too_long = [[5] * (Model.max_input_tokens + 1)]
+    error = http.post("/v1/embeddings", json={"input": too_long}).json()["error"]
+    assert error["code"] == "context_length_exceeded"
+
+
+def test_token_ids_up_to_the_vocabulary_size(http: TestClient) -> None:
+    vocab_size = http.app.state.service.model.vocab_size
+    last = http.post("/v1/embeddings", json={"input": [[vocab_size - 1, 0]]})
+    assert last.status_code == 200, last.text
+    past = http.post("/v1/embeddings", json={"input": [[0, 1], [vocab_size - 1, vocab_size]]})
+    assert past.status_code == 400
+    error = past.json()["error"]
+    assert error["param"] == "input[1][1]"
+    assert f"ids 0 to {vocab_size - 1}" in error["message"]
 
 
 def test_malformed_json_answers_400(http: TestClient) -> None:
@@ -196,9 +281,17 @@ def test_truncate_true_embeds_the_first_tokens(model_path: Path) -> None:
         )
         assert first.status_code == 200, first.text
         answer = first.json()
+        ids = [5] * Model.max_input_tokens
+        arrays = http.post("/v1/embeddings", json={"input": [[*ids, 6], [*ids, 7], ids]})
+        assert arrays.status_code == 200, arrays.text
     assert answer["usage"]["prompt_tokens"] == 2 * Model.max_input_tokens
     a, b = (np.array(item["embedding"]) for item in answer["data"])
     np.testing.assert_allclose(a, b, atol=1e-6)  # what differs lies past the limit
+    # token arrays are cut to their first ids, as given (no special token is re-added)
+    assert arrays.json()["usage"]["prompt_tokens"] == 3 * Model.max_input_tokens
+    cut, other, whole = (np.array(item["embedding"]) for item in arrays.json()["data"])
+    np.testing.assert_allclose(cut, whole, atol=1e-6)
+    np.testing.assert_allclose(other, whole, atol=1e-6)
 
 
 def test_max_input_tokens_lowers_the_limit(model_path: Path) -> None:
@@ -220,12 +313,16 @@ def test_max_input_tokens_over_the_model_limit_fails_startup(model_path: Path) -
         pass
 
 
-def test_a_request_over_the_token_budget_is_split_and_kept_in_order(model_path: Path) -> None:
+@pytest.mark.parametrize("as_tokens", [False, True], ids=["texts", "token-arrays"])
+def test_a_request_over_the_token_budget_is_split_and_kept_in_order(
+    model_path: Path, tokenizer: Tokenizer, as_tokens: bool
+) -> None:
     texts = [f"{TEXTS[i % len(TEXTS)]} item {i}" for i in range(12)]
+    inputs: list[Any] = token_ids(tokenizer, texts) if as_tokens else texts
     settings = make_settings(model_path, max_batch_tokens=40)
     with TestClient(create_app(settings)) as http:
         batches_before = http.app.state.service.batcher.stats.batches
-        together = http.post("/v1/embeddings", json={"input": texts}).json()
+        together = http.post("/v1/embeddings", json={"input": inputs}).json()
         batches = http.app.state.service.batcher.stats.batches - batches_before
         alone = [http.post("/v1/embeddings", json={"input": text}).json() for text in texts]
     assert batches >= together["usage"]["prompt_tokens"] / 40
@@ -266,5 +363,21 @@ def test_the_demo_model_gives_its_known_tokens_and_vector(http: TestClient) -> N
     np.testing.assert_allclose(
         answer.json()["data"][0]["embedding"][:6],
         [-0.08998, -0.00813, 0.01845, 0.02783, 0.16751, 0.02545],
+        atol=2e-5,
+    )
+
+
+@pytest.mark.reference
+def test_the_demo_model_declares_its_vocabulary_and_matryoshka_sizes(http: TestClient) -> None:
+    """The demo model is random: its `dimensions` sizes only show the path (see model.py)."""
+    assert Model.matryoshka_dimensions == (32, 64)
+    assert http.app.state.service.model.vocab_size == 424
+    answer = http.post(
+        "/v1/embeddings", json={"input": TEXTS[0], "dimensions": 32, "encoding_format": "float"}
+    ).json()
+    # the first 32 of the vector pinned above, re-normalised
+    np.testing.assert_allclose(
+        answer["data"][0]["embedding"][:6],
+        [-0.15522, -0.01403, 0.03184, 0.04801, 0.28897, 0.0439],
         atol=2e-5,
     )

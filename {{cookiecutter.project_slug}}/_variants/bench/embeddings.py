@@ -3,6 +3,7 @@
     python scripts/bench.py                      # starts the service itself, batching on and off
     python scripts/bench.py --url http://127.0.0.1:8000 --levels 1,8,32
     python scripts/bench.py --inputs-per-request 16
+    python scripts/bench.py --input tokens      # the same sentences as token arrays
 
 1. raw: the model alone in this process (``Model.tokenize`` and
    ``Model.predict``, no HTTP): items/s at batch sizes 1 to 32 of the same
@@ -14,6 +15,8 @@
    makes runs comparable), base64 vectors (what the openai client asks for):
    requests/s, items/s, p50, p90 and p99, errors; the service started twice,
    with dynamic batching (MAX_BATCH_SIZE=32, MAX_BATCH_WAIT_MS=2) and without.
+   ``--input tokens`` sends each sentence as the token ids the model's own
+   tokenizer gives it (as a client that tokenises does), ``text`` as text.
 
 It prints a table and writes ``bench.json`` and ``bench.png`` to ``--out``.
 The load generator: ``scripts/benchlib.py``.
@@ -51,15 +54,26 @@ def sentences(count: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choices(VOCABULARY, k=rng.randint(8, 40))) for _ in range(count)]
 
 
-def embedding_requests(target: lib.Target, model: str, per_request: int) -> list[bytes]:
-    """256 requests of distinct sentences, encoded once."""
-    pool = sentences(256 * per_request)
+def embedding_requests(
+    target: lib.Target, model: str, per_request: int, inputs: list[Any]
+) -> list[bytes]:
+    """Requests of ``per_request`` distinct inputs each (texts or token arrays), encoded once."""
     bodies = [
-        {"model": model, "input": pool[i : i + per_request], "encoding_format": "base64"}
-        for i in range(0, len(pool), per_request)
+        {"model": model, "input": inputs[i : i + per_request], "encoding_format": "base64"}
+        for i in range(0, len(inputs), per_request)
     ]
     headers = {"Content-Type": "application/json"}
     return [target.request("/v1/embeddings", json.dumps(body).encode(), headers) for body in bodies]
+
+
+def request_inputs(settings: Settings, kind: str, per_request: int) -> list[Any]:
+    """256 requests' worth of sentences, as text or as the model tokenizer's ids."""
+    texts = sentences(256 * per_request)
+    if kind == "text":
+        return texts
+    model = Model(settings)
+    model.load()
+    return [tokens.ids for tokens in model.tokenize(texts)]
 
 
 def measure_raw(settings: Settings, seconds: float) -> dict[str, Any]:
@@ -107,22 +121,25 @@ def cells(row: dict[str, Any]) -> list[object]:
     ]
 
 
-async def measure(args: argparse.Namespace, settings: Settings) -> list[dict[str, Any]]:
+async def measure(
+    args: argparse.Namespace, settings: Settings, inputs: list[Any]
+) -> list[dict[str, Any]]:
     rows = []
+    name, per_request = settings.model_name, args.inputs_per_request
     with lib.service({}, args.out / "body-only.log", body_only=True) as (port, pid):
         target = lib.Target("127.0.0.1", port)
-        requests = embedding_requests(target, settings.model_name, args.inputs_per_request)
+        requests = embedding_requests(target, name, per_request, inputs)
         rows += await sweep("body-only", target, requests, args, pid)
     if args.url:
         target = lib.url_target(args.url, args.api_key)
-        requests = embedding_requests(target, settings.model_name, args.inputs_per_request)
+        requests = embedding_requests(target, name, per_request, inputs)
         return rows + await sweep("as-is", target, requests, args, None)
     for mode, config in MODES.items():
         queue = {"MAX_QUEUE_SIZE": str(max(256, 4 * max(args.levels))), "LOG_LEVEL": "WARNING"}
         log = args.out / f"service-{config['MAX_BATCH_SIZE']}.log"
         with lib.service({**config, **queue}, log) as (port, pid):
             target = lib.Target("127.0.0.1", port, args.api_key)
-            requests = embedding_requests(target, settings.model_name, args.inputs_per_request)
+            requests = embedding_requests(target, name, per_request, inputs)
             rows += await sweep(mode, target, requests, args, pid)
     return rows
 
@@ -130,6 +147,9 @@ async def measure(args: argparse.Namespace, settings: Settings) -> list[dict[str
 def main() -> None:
     parser = lib.arguments(__doc__, [1, 4, 16, 64], duration_s=5.0)
     parser.add_argument("--inputs-per-request", type=int, default=1)
+    parser.add_argument(
+        "--input", choices=["text", "tokens"], default="text", help="what each input is sent as"
+    )
     parser.add_argument("--raw-seconds", type=float, default=0.5, help="per raw batch size")
     args = parser.parse_args()
     machine = lib.note_machine()
@@ -139,14 +159,18 @@ def main() -> None:
         f"raw model ({raw['dimensions']} dimensions, {raw['mean_tokens']:.1f} tokens per "
         f"input), items/s by batch size: { ({b: round(r) for b, r in raw['items_per_s'].items()}) }"
     )
-    rows = lib.run(measure(args, settings))
+    inputs = request_inputs(settings, args.input, args.inputs_per_request)
+    rows = lib.run(measure(args, settings, inputs))
     print()
     print(lib.table(COLUMNS, [cells(row) for row in rows]))
-    lib.write_json(args.out / "bench.json", {"raw": raw, "served": rows, "machine": machine})
+    lib.write_json(
+        args.out / "bench.json",
+        {"raw": raw, "served": rows, "machine": machine, "input": args.input},
+    )
     best = max(raw["items_per_s"].values())
     lib.plot(
         args.out / "bench.png",
-        f"POST /v1/embeddings, {args.inputs_per_request} input(s) per request; "
+        f"POST /v1/embeddings, {args.inputs_per_request} {args.input} input(s) per request; "
         f"{machine['cpus']} CPUs",
         [row for row in rows if row["mode"] != "body-only"],
         {"items/s": "items_per_s", "p99 latency (ms)": "p99_ms"},

@@ -12,8 +12,16 @@ line that says what to change:
 - ``tokenizer_file``: the tokenizer, in Hugging Face ``tokenizers`` format,
   beside the weights;
 - ``pooling`` and ``normalize``: how token states become one vector (``pool``);
-- ``supports_dimensions``: whether OpenAI's ``dimensions`` may shorten vectors
-  (only for models trained for it, "Matryoshka" embeddings).
+- ``matryoshka_dimensions``: the shorter sizes OpenAI's ``dimensions`` may ask
+  for (the first components, re-normalised), only for models trained to be cut
+  there ("Matryoshka" embeddings, e.g. nomic-embed-text-v1.5); ``()`` for the
+  others, which then refuse ``dimensions`` other than their own size. The demo
+  model declares two to show the path: it is random, so it has no training to
+  keep.
+
+What ``load()`` sets besides: ``vocab_size``, the ids a token array may hold
+(the embedding table's rows: ``vocab_size`` of config.json, else the
+tokenizer's size); token arrays are embedded as given, special tokens and all.
 
 The methods the service calls: ``load()`` once at start-up (builds the network
 from config.json and loads its safetensors weights; pickled checkpoints are
@@ -44,11 +52,13 @@ from torch import nn
 from .embeddings.contract import (
     ContractError,
     check_config,
+    check_matryoshka,
     check_vectors,
     input_limit,
     load_tokenizer,
     probe_ids,
     read_config,
+    vocabulary_size,
 )
 from .embeddings.tokens import Tokens, pad, tokenize
 from .serving.device import Device
@@ -204,13 +214,14 @@ class Model:
     tokenizer_file = "tokenizer.json"
     pooling: Literal["mean", "cls"] = "mean"
     normalize = True
-    supports_dimensions = False
+    matryoshka_dimensions: tuple[int, ...] = (32, 64)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.device: Device | None = None
         # what this instance serves: the declared limit, or MAX_INPUT_TOKENS when lower
         self.max_input_tokens = input_limit(type(self).max_input_tokens, settings.max_input_tokens)
+        self.vocab_size = 0  # set by load()
         self._net: nn.Module | None = None
         self._tokenizer = None
         self._dtype = torch.float32
@@ -225,6 +236,7 @@ class Model:
                 "there (it sizes the network)"
             )
         check_config(config, self.dimensions, type(self).max_input_tokens)
+        check_matryoshka(self.matryoshka_dimensions, self.dimensions)
         self.device = select_device(self.settings)
         self._dtype = compute_dtype(self.settings, self.device)
         set_compute_threads(self.settings)
@@ -239,6 +251,7 @@ class Model:
         self._tokenizer = load_tokenizer(
             folder / self.tokenizer_file, self.max_input_tokens, config.get("vocab_size")
         )
+        self.vocab_size = vocabulary_size(config, self._tokenizer)
         # the longest input the service sends, in a batch of two
         longest = probe_ids(self._tokenizer, type(self).max_input_tokens)
         check_vectors(self.predict([longest, longest[:2]]), self.dimensions)

@@ -33,8 +33,8 @@ _TEXTS = [
 Answer = np.ndarray
 
 
-async def send(client: httpx.AsyncClient, index: int) -> httpx.Response:
-    body = {"model": _MODEL, "input": _TEXTS[index % DISTINCT_REQUESTS]}
+async def send(client: httpx.AsyncClient, index: int, model: str = _MODEL) -> httpx.Response:
+    body = {"model": model, "input": _TEXTS[index % DISTINCT_REQUESTS]}
     return await client.post(ROUTE, json=body)
 
 
@@ -62,13 +62,18 @@ def pending(service: Any) -> int:
 
 
 def hostile_requests() -> dict[str, Hostile]:
-    """Hostile input only this workload has: absurd input lists and lengths."""
+    """Hostile input only this workload has: absurd input lists, lengths and token ids."""
     return {
         "too-many-inputs": Hostile(ROUTE, {"json": {"input": ["a"] * 10_000}}, 400, "input"),
         "input-over-the-token-limit": Hostile(
             ROUTE, {"json": {"input": "word " * 20_000}}, 400, "input"
         ),
-        "token-arrays": Hostile(ROUTE, {"json": {"input": [[1, 2, 3]]}}, 400, "input"),
+        "token-id-out-of-range": Hostile(
+            ROUTE, {"json": {"input": [[1, 2], [3, 10**30]]}}, 400, "input[1][1]"
+        ),
+        "token-array-over-the-limit": Hostile(
+            ROUTE, {"json": {"input": [[1] * 100_000]}}, 400, "input[0]"
+        ),
         "lone-surrogate": Hostile(
             ROUTE,
             {"content": b'{"input": "\\ud800"}', "headers": JSON_HEADERS},

@@ -32,10 +32,10 @@ _MODEL = Settings(_env_file=None).model_name
 Answer = tuple[str, str, dict[str, int]]
 
 
-async def send(client: httpx.AsyncClient, index: int) -> httpx.Response:
+async def send(client: httpx.AsyncClient, index: int, model: str = _MODEL) -> httpx.Response:
     index %= DISTINCT_REQUESTS
     body = {
-        "model": _MODEL,
+        "model": model,
         "prompt": f"Request {index}: {'tell me ' * (index % 4)}about the number {index * 37}",
         "max_tokens": MAX_TOKENS,
         "temperature": 0,

@@ -33,10 +33,10 @@ _VOICES = list(Model.voices)
 Answer = np.ndarray
 
 
-async def send(client: httpx.AsyncClient, index: int) -> httpx.Response:
+async def send(client: httpx.AsyncClient, index: int, model: str = _MODEL) -> httpx.Response:
     index %= DISTINCT_REQUESTS
     body = {
-        "model": _MODEL,
+        "model": model,
         # one sentence, so one chunk: each request is one batcher item, like other workloads'
         "input": f"Request number {index} says " + "word " * (1 + index % 4),
         "voice": _VOICES[index % len(_VOICES)],

@@ -8,16 +8,32 @@ and ``--help`` of the service are generated from them.
 
 from __future__ import annotations
 
+{% if cookiecutter.workload != 'vision' -%}
+import json
+{% endif -%}
 import re
 from functools import lru_cache
 from pathlib import Path
+{% if cookiecutter.workload == 'vision' -%}
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+{% else -%}
+from typing import Annotated, Literal
 
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+{% endif %}
 ENV_PREFIX = "{{ cookiecutter.package_name.upper() }}_"
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+{%- if cookiecutter.workload != 'vision' %}
+# A served model name: `my-model`, `org/my-model`, `ft:gpt-4o-mini:team:tag`. Every
+# `/`-separated part starts with a letter or digit, so there are no empty, `.` or `..` parts
+# (clients and proxies normalise those away in GET /v1/models/{name}).
+SERVED_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]*(/[A-Za-z0-9][A-Za-z0-9_.:-]*)*$"
+SERVED_NAME_MAX_CHARS = 256
+{%- endif %}
 
 
 class Settings(BaseSettings):
@@ -32,11 +48,29 @@ class Settings(BaseSettings):
     )
 
     # --- model -----------------------------------------------------------------
+{%- if cookiecutter.workload == 'vision' %}
     model_name: str = Field(
         "{{ cookiecutter.project_slug }}",
-        description="Name the model is served under (v2 `{name}`, OpenAI `model`).",
+        description="Name the model is served under (the v2 `{name}`, answers' `model`).",
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
     )
+{%- else %}
+    model_name: str = Field(
+        "{{ cookiecutter.project_slug }}",
+        description="Name the model is served under: the `model` of responses, metrics' "
+        "`model` label. `org/name` forms are allowed. With SERVED_MODEL_NAMES set it is "
+        "their first name (leave it unset, or equal to that).",
+        pattern=SERVED_NAME_PATTERN,
+        max_length=SERVED_NAME_MAX_CHARS,
+    )
+    served_model_names: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Every name a request's `model` may use, all listed by `GET /v1/models`, "
+        'comma-separated (`my-model,org/my-model`) or a JSON list (`["my-model", '
+        '"org/my-model"]`); the first is the one responses carry, as vLLM\'s '
+        "`--served-model-name`. Empty: MODEL_NAME alone.",
+    )
+{%- endif %}
     model_path: Path = Field(
         Path("models/model.{{ 'onnx' if cookiecutter.backend == 'onnxruntime' else 'safetensors' }}"),
 {%- if cookiecutter.workload == 'llm' and cookiecutter.backend == 'onnxruntime' %}
@@ -366,6 +400,51 @@ class Settings(BaseSettings):
         if key != key.strip():
             raise ValueError("has leading or trailing whitespace (a newline?): remove it")
         return value
+
+{%- if cookiecutter.workload != 'vision' %}
+
+    @field_validator("served_model_names", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        """A JSON list as pydantic-settings reads lists, or names separated by commas."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"is not a valid JSON list ({exc})") from None
+        return [name.strip() for name in value.split(",") if name.strip()]
+
+    @field_validator("served_model_names")
+    @classmethod
+    def _check_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if len(name) > SERVED_NAME_MAX_CHARS or not re.fullmatch(SERVED_NAME_PATTERN, name):
+                raise ValueError(
+                    f"{name!r} is not a model name: at most {SERVED_NAME_MAX_CHARS} letters, "
+                    "digits and `_.:-`, in parts separated by `/` (`org/name`), each starting "
+                    "with a letter or digit"
+                )
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"lists {duplicates[0]!r} more than once")
+        return names
+
+    @model_validator(mode="after")
+    def _primary_name(self) -> Settings:
+        """MODEL_NAME is the first served name: the one responses and metrics carry."""
+        if not self.served_model_names:
+            self.served_model_names = [self.model_name]
+        elif "model_name" not in self.model_fields_set:
+            self.model_name = self.served_model_names[0]
+        elif self.model_name != self.served_model_names[0]:
+            raise ValueError(
+                f"{ENV_PREFIX}MODEL_NAME must be the first of {ENV_PREFIX}SERVED_MODEL_NAMES "
+                "(the name responses carry), or unset"
+            )
+        return self
+{%- endif %}
 
     @field_validator("log_level", mode="before")
     @classmethod

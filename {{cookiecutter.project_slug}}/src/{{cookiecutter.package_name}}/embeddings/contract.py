@@ -22,6 +22,24 @@ class ContractError(ValueError):
     """The model on disk disagrees with what model.py declares."""
 
 
+# What the service reads of a Model besides its methods, with the line that provides it:
+# a model.py written for an older template lacks them (see the CHANGELOG)
+REQUIRED_ATTRIBUTES = {
+    "matryoshka_dimensions": "the class attribute `matryoshka_dimensions: tuple[int, ...] = ()` "
+    "(it replaced supports_dimensions: list the sizes, or () for none)",
+    "vocab_size": "`self.vocab_size = 0` in __init__ and `self.vocab_size = "
+    "vocabulary_size(config, self._tokenizer)` in load()",
+}
+
+
+def require_attributes(model: Any) -> Any:
+    """The model, if it has every attribute the service reads; else one line saying what to add."""
+    for name, fix in REQUIRED_ATTRIBUTES.items():
+        if not hasattr(model, name):
+            raise ContractError(f"model.py's Model has no {name}: add {fix}")
+    return model
+
+
 def input_limit(declared: int, requested: int | None) -> int:
     """The token limit to serve: the declared one, or MAX_INPUT_TOKENS when that lowers it."""
     if requested is None:
@@ -55,6 +73,22 @@ def check_config(config: dict[str, Any], dimensions: int, max_input_tokens: int)
             f"{positions} position embeddings (config.json): set Model.max_input_tokens "
             f"to at most {positions}"
         )
+
+
+def check_matryoshka(sizes: tuple[int, ...], dimensions: int) -> None:
+    """The declared shorter sizes must be shorter than the vectors (and whole numbers)."""
+    wrong = [size for size in sizes if type(size) is not int or not 1 <= size <= dimensions]
+    if wrong:
+        raise ContractError(
+            f"model.py declares matryoshka_dimensions = {sizes!r}, but {wrong[0]!r} is not a "
+            f"size from 1 to dimensions = {dimensions}: list the sizes the model was trained "
+            "to be cut to, or () for none"
+        )
+
+
+def vocabulary_size(config: dict[str, Any], tokenizer: Tokenizer) -> int:
+    """The ids a token array may hold: the embedding table's rows when config.json says."""
+    return config.get("vocab_size") or tokenizer.get_vocab_size(with_added_tokens=True)
 
 
 def load_tokenizer(path: Path, max_tokens: int, vocab_size: int | None) -> Tokenizer:

@@ -1,8 +1,9 @@
 """OpenAI-compatible text embeddings: ``POST /v1/embeddings``.
 
 The request and response follow OpenAI's embeddings API, so the official
-``openai`` client (which asks for base64 by default) works unchanged. Inputs
-are tokenized before they are queued; a request's inputs are split into
+``openai`` client (which asks for base64 by default) works unchanged. Texts
+are tokenized before they are queued, token arrays are checked against the
+model's vocabulary (``inputs.py``); either way a request's inputs are split into
 payloads that each fit one model call (MAX_BATCH_SIZE inputs, MAX_BATCH_TOKENS
 tokens) and the vectors come back in input order.
 """
@@ -14,12 +15,11 @@ import base64
 import json
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
 from ..serving import tracing
 from ..serving.batch_service import BatchingServiceDep, InferenceService
@@ -28,9 +28,20 @@ from ..serving.deps import disconnect_waiter, get_settings
 from ..serving.errors import InvalidInput
 from ..serving.openai_models import check_model
 from ..serving.responses import ERROR_RESPONSES, ErrorBody
+from .inputs import Inputs, parse_input, token_inputs
 from .tokens import Tokens, chunk
 
 router = APIRouter(tags=["embeddings"])
+
+
+# `input` is checked in the route (inputs.parse_input), not by pydantic: its errors name
+# the item (`input[2][5]`), which a validation error's location cannot carry into `param`
+RawInput = Annotated[
+    Any,
+    PlainValidator(
+        lambda value: value, json_schema_input_type=str | list[str] | list[int] | list[list[int]]
+    ),
+]
 
 
 class EmbeddingRequest(BaseModel):
@@ -38,63 +49,22 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: str | list[str] = Field(
-        description="A string, or a list of strings embedded independently (token arrays "
-        "are not accepted: their ids belong to another tokenizer)."
+    input: RawInput = Field(
+        description="A string, a list of strings, a list of token ids (one input) or a list "
+        "of such lists, each embedded independently. Token ids are taken as given: send "
+        "what the model's tokenizer produces, special tokens included."
     )
-    model: str | None = Field(None, description="The served model name (GET /v1/models).")
+    model: str | None = Field(None, description="A served model name (GET /v1/models).")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="`float`: JSON numbers; `base64`: little-endian float32 bytes."
     )
     dimensions: int | None = Field(
         None,
         ge=1,
-        description="Only the model's own size, unless the model supports shortening.",
+        description="Shorten each vector to this many dimensions (re-normalised): only "
+        "the sizes of the model's `matryoshka_dimensions`, besides its own size.",
     )
     user: str | None = Field(None, description="End-user id (accepted for compatibility; unused).")
-
-    @field_validator("input", mode="before")
-    @classmethod
-    def _check_input(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value:
-                raise PydanticCustomError("empty_input", "must not be an empty string")
-            if not is_unicode(value):
-                raise PydanticCustomError("invalid_input", "is not valid Unicode (lone surrogate)")
-            return value
-        if not isinstance(value, list) or not value:
-            raise PydanticCustomError(
-                "invalid_input", "must be a non-empty string or a non-empty list of strings"
-            )
-        for index, item in enumerate(value):
-            if isinstance(item, int | list):
-                raise PydanticCustomError(
-                    "invalid_input",
-                    "item {index}: token arrays are not supported, send text",
-                    {"index": index},
-                )
-            if not isinstance(item, str):
-                raise PydanticCustomError(
-                    "invalid_input", "item {index} is not a string", {"index": index}
-                )
-            if not item:
-                raise PydanticCustomError(
-                    "empty_input", "item {index} is an empty string", {"index": index}
-                )
-            if not is_unicode(item):
-                raise PydanticCustomError(
-                    "invalid_input", "item {index} is not valid Unicode", {"index": index}
-                )
-        return value
-
-
-def is_unicode(text: str) -> bool:
-    """False for text with lone surrogates: JSON allows ``"\\ud800"``, tokenizers refuse it."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 class Embedding(BaseModel):
@@ -121,11 +91,11 @@ def encode_vector(vector: np.ndarray, encoding_format: str) -> list[float] | str
     return vector.tolist()
 
 
-def check_lengths(tokens: list[Tokens], limit: int, single: bool) -> None:
+def check_lengths(tokens: list[Tokens], limit: int, inputs: Inputs) -> None:
     """Refuse inputs that were cut at the token limit (the service runs with TRUNCATE=false)."""
     for index, item in enumerate(tokens):
         if item.truncated:
-            param = "input" if single else f"input[{index}]"
+            param = inputs.name(index)
             raise InvalidInput(
                 f"{param} is longer than the model's limit of {limit} tokens; shorten it, "
                 "or run the service with TRUNCATE=true",
@@ -135,24 +105,29 @@ def check_lengths(tokens: list[Tokens], limit: int, single: bool) -> None:
 
 
 def check_dimensions(dimensions: int | None, model: Any) -> None:
-    """Only models trained for it (Matryoshka) may return fewer dimensions than their size."""
-    if dimensions is None or dimensions == model.dimensions:
+    """Only models trained for it (Matryoshka) return fewer dimensions, at the sizes they name."""
+    if dimensions is None or dimensions in (model.dimensions, *model.matryoshka_dimensions):
         return
-    if not model.supports_dimensions:
+    if not model.matryoshka_dimensions:
         raise InvalidInput(
             f"this model returns {model.dimensions}-dimensional embeddings and does not "
-            "support `dimensions`; omit it",
+            "support `dimensions` (it was not trained to be shortened); omit it",
             param="dimensions",
         )
-    if dimensions > model.dimensions:
-        raise InvalidInput(f"dimensions must be at most {model.dimensions}", param="dimensions")
+    sizes = ", ".join(map(str, sorted({*model.matryoshka_dimensions, model.dimensions})))
+    raise InvalidInput(
+        f"dimensions must be one of the sizes this model was trained for: {sizes}",
+        param="dimensions",
+    )
 
 
-def shorten(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
-    """Keep the first ``dimensions`` components and re-normalise."""
+def shorten(vectors: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:
+    """Keep the first ``dimensions`` components, re-normalised when the model normalises."""
     if dimensions is None or dimensions >= vectors.shape[1]:
         return vectors
     shortened = vectors[:, :dimensions]
+    if not normalize:
+        return shortened
     return shortened / np.maximum(np.linalg.norm(shortened, axis=1, keepdims=True), 1e-12)
 
 
@@ -198,7 +173,7 @@ async def embed_all(
 @router.post(
     "/v1/embeddings",
     response_model=EmbeddingResponse,
-    summary="Embed one string or a list of strings (OpenAI-compatible)",
+    summary="Embed strings or token arrays (OpenAI-compatible)",
     responses={**ERROR_RESPONSES, 404: {"model": ErrorBody, "description": "Unknown `model`"}},
 )
 async def create_embeddings(
@@ -207,15 +182,16 @@ async def create_embeddings(
     settings = get_settings(request)
     if body.model is not None:
         check_model(body.model, settings)
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if len(texts) > settings.max_inputs_per_request:
+    inputs = parse_input(body.input)
+    if len(inputs.items) > settings.max_inputs_per_request:
         raise InvalidInput(
-            f"input has {len(texts)} items; at most {settings.max_inputs_per_request} per request",
+            f"input has {len(inputs.items)} items; at most {settings.max_inputs_per_request} "
+            "per request",
             param="input",
         )
-    if len(texts) > service.batcher.max_queue_size:
+    if len(inputs.items) > service.batcher.max_queue_size:
         raise InvalidInput(
-            f"input has {len(texts)} items, more than the queue holds "
+            f"input has {len(inputs.items)} items, more than the queue holds "
             f"(MAX_QUEUE_SIZE={service.batcher.max_queue_size}); send fewer per request",
             param="input",
         )
@@ -223,16 +199,19 @@ async def create_embeddings(
     check_dimensions(body.dimensions, model)
     with ExitStack() as held:
         admissions = [held.enter_context(service.admit())]  # 503 at once when full
-        tokens = await service.preprocess(model.tokenize, texts)
+        if inputs.token_arrays:
+            tokens = token_inputs(inputs, model.vocab_size, model.max_input_tokens)
+        else:
+            tokens = await service.preprocess(model.tokenize, inputs.items)
         if not settings.truncate:
-            check_lengths(tokens, model.max_input_tokens, single=isinstance(body.input, str))
+            check_lengths(tokens, model.max_input_tokens, inputs)
         sequences = [item.ids for item in tokens]
         payloads = chunk(sequences, service.batcher.max_batch_size, settings.max_batch_tokens)
         # one admission per payload: each is queued as a request of its own
         admissions += [held.enter_context(service.admit()) for _ in payloads[1:]]
         vectors = await embed_all(service, request, payloads, admissions)
     with tracing.span("encode"):
-        vectors = shorten(vectors, body.dimensions)
+        vectors = shorten(vectors, body.dimensions, model.normalize)
         prompt_tokens = sum(map(len, sequences))
         answer = {
             "object": "list",

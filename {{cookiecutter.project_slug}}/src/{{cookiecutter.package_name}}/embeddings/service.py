@@ -12,6 +12,7 @@ from ..serving.batch_service import InferenceService
 from ..serving.batcher import BatchObserver
 from ..settings import Settings
 from . import routes
+from .contract import require_attributes
 from .tokens import TokenPayload, run_embedding_batch
 
 # Behind the API key when one is set.
@@ -26,7 +27,7 @@ async def create_service(
     # payloads are lists of token-id sequences: embedded in one model call, split back
     return await InferenceService.from_settings(
         settings,
-        model_factory,
+        lambda: require_attributes(model_factory()),
         run_embedding_batch,
         example_payload,
         observer,
