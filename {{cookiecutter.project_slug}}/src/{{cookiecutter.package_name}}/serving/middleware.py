@@ -216,9 +216,10 @@ def _content_length(scope: Scope) -> int | None:
 
 
 def _route_label(scope: Scope) -> str:
-    """The matched route template (bounded label values), never the raw path."""
+    """The matched route template (bounded label values), never the raw path; as OpenAPI
+    writes it (``/v1/models/{model}``, not the ``{model:path}`` it was declared with)."""
     route: Any = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+    return getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched"
 
 
 async def _send_error(send: Send, exc: ServiceError) -> None:
