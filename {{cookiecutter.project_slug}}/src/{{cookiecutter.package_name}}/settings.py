@@ -14,17 +14,11 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-{% if cookiecutter.workload == 'vision' -%}
-from typing import Literal
+from typing import {{ '' if cookiecutter.workload == 'vision' else 'Annotated, ' }}Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-{% else -%}
-from typing import Annotated, Literal
+from pydantic_settings import BaseSettings, {{ '' if cookiecutter.workload == 'vision' else 'NoDecode, ' }}SettingsConfigDict
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-{% endif %}
 ENV_PREFIX = "{{ cookiecutter.package_name.upper() }}_"
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 {%- if cookiecutter.workload != 'vision' %}

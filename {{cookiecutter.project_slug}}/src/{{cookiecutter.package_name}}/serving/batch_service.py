@@ -142,15 +142,19 @@ class InferenceService(Generic[ModelT]):
         tracing.event("admitted", **{"queue.depth": self.batcher.depth})
         return admission
 
+    async def run_off_loop(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run CPU-heavy work on the preprocess threads, never on the event loop."""
+        loop = asyncio.get_running_loop()
+        if kwargs:
+            return await loop.run_in_executor(
+                self._preprocess_pool, lambda: function(*args, **kwargs)
+            )
+        return await loop.run_in_executor(self._preprocess_pool, function, *args)
+
     async def preprocess(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run CPU-heavy input handling (decode, resize, parse) off the event loop."""
-        loop = asyncio.get_running_loop()
         with tracing.span("preprocess"):
-            if kwargs:
-                return await loop.run_in_executor(
-                    self._preprocess_pool, lambda: function(*args, **kwargs)
-                )
-            return await loop.run_in_executor(self._preprocess_pool, function, *args)
+            return await self.run_off_loop(function, *args, **kwargs)
 
     async def infer(
         self,

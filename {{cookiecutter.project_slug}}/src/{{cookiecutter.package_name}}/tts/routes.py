@@ -178,13 +178,15 @@ async def create_speech(
             samples = np.concatenate(audio)
             usage.output_tokens = len(samples)
             with tracing.span("encode"):
-                content = await service.encode(encode_whole, response_format, model, samples)
+                content = await service.run_off_loop(encode_whole, response_format, model, samples)
             stream.close()
             if body.stream_format == "audio":
                 return Response(content, media_type=FORMATS["wav"].media_type, headers=headers)
             pieces = _once(content)
         else:
-            encoder = await service.encode(open_encoder, response_format, model.sample_rate, total)
+            encoder = await service.run_off_loop(
+                open_encoder, response_format, model.sample_rate, total
+            )
             # PCM costs nothing to encode: each chunk goes whole; a codec's, in quarter seconds
             slices = model.sample_rate // 4 if FORMATS[response_format].codec else None
             pieces = _encoded(service, encoder, first, stream, planned, usage, slices)
@@ -238,8 +240,9 @@ async def _encoded(
 ) -> AsyncGenerator[bytes, None]:
     """Each chunk's audio, encoded, in order, as each is ready; then what the encoder held.
 
-    A codec is fed ``slice_samples`` at a time, so the first bytes leave once the first
-    slice is encoded rather than the whole sentence (MP3 costs ~4 ms CPU per second).
+    A codec is fed ``slice_samples`` at a time, off the event loop (MP3 costs ~4 ms CPU per
+    second of audio: on the loop it would stall every stream), so the first bytes leave once
+    the first slice is encoded rather than the whole sentence.
     """
     try:
         audio = first
@@ -257,11 +260,13 @@ async def _encoded(
             step = max(1, slice_samples or len(audio))
             for start in range(0, len(audio), step):
                 with tracing.span("encode", chunk=index):
-                    encoded = await service.encode(encoder.encode, audio[start : start + step])
+                    encoded = await service.run_off_loop(
+                        encoder.encode, audio[start : start + step]
+                    )
                 if encoded:
                     yield encoded
         with tracing.span("encode", chunk="end"):
-            encoded = await service.encode(encoder.finish)
+            encoded = await service.run_off_loop(encoder.finish)
         if encoded:
             yield encoded
     finally:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 from fastapi import Depends
 
@@ -23,8 +22,6 @@ from ..serving.batcher import Admission
 from ..serving.deps import get_service
 
 logger = logging.getLogger(__name__)
-P = ParamSpec("P")
-R = TypeVar("R")
 
 
 class SpeechService(InferenceService[Any]):
@@ -55,12 +52,6 @@ class SpeechService(InferenceService[Any]):
         if not continuation and admission is None:  # admit() records its own event
             tracing.event("admitted", **{"queue.depth": self.batcher.depth})
         return future
-
-    async def encode(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run audio encoding off the event loop, on the preprocess threads (an MP3 encoder
-        spends about 4 ms of CPU per second of audio: on the loop it would stall every stream)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._preprocess_pool, lambda: function(*args, **kwargs))
 
     def stream_opened(self) -> None:
         """A request that queues more work as it goes (a stream) started; drain waits for it."""
