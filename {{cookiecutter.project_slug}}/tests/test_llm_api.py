@@ -196,18 +196,29 @@ def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("options", "param"),
     [
-        ({"n": 2}, "n"),
+        ({"n": 0}, "n"),
+        ({"n": 17}, "n"),
         ({"best_of": 3}, "best_of"),
-        ({"logprobs": 2}, "logprobs"),
-        ({"echo": True}, "echo"),
-        ({"presence_penalty": 0.5}, "presence_penalty"),
+        ({"logprobs": 6}, "logprobs"),
+        ({"echo": True, "logprobs": 1}, "logprobs"),
+        ({"suffix": "end"}, "suffix"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"frequency_penalty": -3}, "frequency_penalty"),
+        ({"logit_bias": {"999999": 1}}, "logit_bias"),
+        ({"logit_bias": {"the": 1}}, "logit_bias"),
+        ({"logit_bias": {"1": 101}}, "logit_bias"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"extra_body": {"repetition_penalty": 0}}, "repetition_penalty"),
+        ({"extra_body": {"stop_token_ids": [999999]}}, "stop_token_ids"),
+        ({"max_tokens": 3, "extra_body": {"min_tokens": 4}}, "min_tokens"),
         ({"temperature": 3}, "temperature"),
         ({"top_p": 0}, "top_p"),
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_tokens": 10**9}, "max_tokens"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
-        ({"prompt": ["one", "two"]}, "prompt"),
+        ({"prompt": ["one"] * 17}, "prompt"),
+        ({"prompt": [[1, 2], [999999]]}, "prompt"),
         ({"prompt": [999999]}, "prompt"),
         ({"prompt": []}, "prompt"),  # "" is empty too, unless the tokenizer adds a BOS token
     ],
@@ -230,7 +241,23 @@ def test_bad_completion_requests_answer_400(
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+        ({"modalities": ["audio"]}, "modalities.0"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "what is this?"},
+                            {"type": "image_url", "image_url": {"url": "http://x/y.png"}},
+                        ],
+                    }
+                ]
+            },
+            "messages.0.content",
+        ),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         ({"max_tokens": 5, "max_completion_tokens": 6}, "max_completion_tokens"),
     ],

@@ -281,7 +281,8 @@ def test_names_follow_the_prometheus_rules(client: TestClient) -> None:
         else:
             assert not family.name.endswith("_total"), family.name
         if family.type == "histogram":  # a base unit, or a plain count of items
-            assert family.name.endswith(("_seconds", "_batch_size")), family.name
+            counts = ("_batch_size", "_tokens", "_sequences")
+            assert family.name.endswith(("_seconds", *counts)), family.name
 {%- if cookiecutter.workload == 'llm' %}
 
 

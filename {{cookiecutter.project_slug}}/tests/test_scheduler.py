@@ -64,7 +64,7 @@ def scenario(model: FakeModel, test: Callable[[Scheduler], Awaitable[None]], **l
 
 
 def submit(scheduler: Scheduler, prompt: str, params: SamplingParams) -> Generation:
-    return scheduler.submit(TOKENIZER.encode(prompt), params)
+    return scheduler.submit([TOKENIZER.encode(prompt)], params)
 
 
 def test_each_sequence_gets_its_own_tokens() -> None:
@@ -236,7 +236,7 @@ def test_multibyte_characters_are_never_split() -> None:
     model = FakeModel(script={len(prompt) + i: byte for i, byte in enumerate(forced)})
 
     async def test(scheduler: Scheduler) -> None:
-        generation = scheduler.submit(prompt, greedy(len(forced)))
+        generation = scheduler.submit([prompt], greedy(len(forced)))
         texts = [event.text async for event in generation.events()]
         assert "".join(texts) == "é€😀"
         assert all("\ufffd" not in text for text in texts)
@@ -313,7 +313,7 @@ def test_the_observer_sees_every_sequence_and_token() -> None:
             observer=recorder,
         )
         scheduler.start()
-        generations = [scheduler.submit(TOKENIZER.encode(p), greedy(4)) for p in ("ab", "cde")]
+        generations = [scheduler.submit([TOKENIZER.encode(p)], greedy(4)) for p in ("ab", "cde")]
         await asyncio.gather(*(collect(g) for g in generations))
         await scheduler.drain(5)
 

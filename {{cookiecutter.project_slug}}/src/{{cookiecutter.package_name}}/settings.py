@@ -227,6 +227,13 @@ class Settings(BaseSettings):
     max_tokens_limit: int = Field(
         4096, ge=1, description="Largest max_tokens a request may ask for; larger answers 400."
     )
+    max_sequences_per_request: int = Field(
+        16,
+        ge=1,
+        description="Most sequences one request may ask for: n times its prompts (completions "
+        "take several). The n choices of a prompt also fit MAX_RUNNING_SEQUENCES, since they "
+        "run together from one prefill; more answer 400.",
+    )
     request_timeout_s: float = Field(
         30.0,
         gt=0,

@@ -95,9 +95,11 @@ class GenerationService:
         self.scheduler.start()
         self.readiness.ready = True
 
-    def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+    def submit(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1
+    ) -> Generation:
         self.readiness.check()
-        generation = self.scheduler.submit(prompt_ids, params)
+        generation = self.scheduler.submit(prompts, params, n)
         waiting, running = self.scheduler.waiting, self.scheduler.running
         tracing.event("admitted", **{"sequences.waiting": waiting, "sequences.running": running})
         return generation

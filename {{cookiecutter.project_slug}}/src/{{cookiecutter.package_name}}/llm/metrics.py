@@ -24,6 +24,9 @@ from ..metrics import PREFIX, ServiceMetrics, decades
 # time to first token (prefill + waiting for a slot) and between tokens (one decode step)
 TTFT_BUCKETS = decades(0.005, 30)
 ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0)
+# per request: tokens over all its choices, and its sequences (prompts x n)
+REQUEST_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+REQUEST_SEQUENCE_BUCKETS = (1, 2, 4, 8, 16)
 # The model-server protocol's gauges (gateway-api-inference-extension
 # docs/proposals/003-model-server-protocol), named as vLLM names them; the llm-d router's
 # endpoint picker reads exactly these for engine type vllm, its default.
@@ -61,6 +64,20 @@ class GenerationMetrics(ServiceMetrics):
         )
         self.generated_tokens = Counter(
             f"{PREFIX}_generated_tokens", "Tokens generated.", ["model"], registry=r
+        )
+        self.request_generation_tokens = Histogram(
+            f"{PREFIX}_request_generation_tokens",
+            "Tokens one request generated, over all its choices (n) and prompts.",
+            ["model"],
+            buckets=REQUEST_TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.request_sequences = Histogram(
+            f"{PREFIX}_request_sequences",
+            "Sequences one request ran: its prompts times n.",
+            ["model"],
+            buckets=REQUEST_SEQUENCE_BUCKETS,
+            registry=r,
         )
         self.running_sequences = Gauge(
             f"{PREFIX}_running_sequences",
@@ -113,6 +130,8 @@ class GenerationMetrics(ServiceMetrics):
             self.inter_token_latency,
             self.prompt_tokens,
             self.generated_tokens,
+            self.request_generation_tokens,
+            self.request_sequences,
             self.running_sequences,
             self.waiting_sequences,
             self.kv_cache_usage,
@@ -135,6 +154,10 @@ class GenerationMetrics(ServiceMetrics):
 
     def tokens_generated(self, count: int) -> None:
         self.generated_tokens.labels(model=self.model_name).inc(count)
+
+    def generation_finished(self, generated_tokens: int, sequences: int) -> None:
+        self.request_generation_tokens.labels(model=self.model_name).observe(generated_tokens)
+        self.request_sequences.labels(model=self.model_name).observe(sequences)
 
     def sequences(self, running: int, waiting: int, kv_cache_usage: float) -> None:
         with self._sequences_lock:

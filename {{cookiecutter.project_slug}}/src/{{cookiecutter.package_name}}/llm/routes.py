@@ -5,8 +5,12 @@ batch of new text, ending with ``data: [DONE]``. A stream's status line is
 sent only once its first token exists, so a full queue (503), a timeout in
 the queue (504) or a model failure still answer with a real HTTP status; an
 error after that arrives as a ``data: {"error": ...}`` event, which the
-``openai`` client raises. A client that goes away cancels its sequence: the
-scheduler frees the slot at its next step.
+``openai`` client raises. A client that goes away cancels its sequences: the
+scheduler frees their slots at its next step.
+
+A request may ask for ``n`` choices (and completions for several prompts):
+they run as sequences of one ``Generation``, and their chunks carry each
+choice's ``index``; logprobs ride on the chunk of the tokens they describe.
 """
 
 from __future__ import annotations
@@ -29,13 +33,15 @@ from ..serving.openai_models import check_model
 from ..serving.responses import ERROR_RESPONSES, ErrorBody
 from ..settings import Settings
 from .generation import GenerationService, GenerationServiceDep
-from .sampling import SamplingParams
+from .logprobs import chat_content, completion_logprobs
+from .sampling import SamplingParams, TokenLogprob
 from .scheduler import Generation, GenerationEvent
 from .schemas import (
     AssistantMessage,
     ChatChoice,
     ChatCompletionRequest,
     ChatCompletionResponse,
+    ChatLogprobs,
     CompletionChoice,
     CompletionRequest,
     CompletionResponse,
@@ -55,7 +61,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.post(
     "/completions",
     response_model=CompletionResponse,
-    summary="Complete a prompt (stream=true: server-sent events)",
+    summary="Complete one or several prompts (stream=true: server-sent events)",
     responses=RESPONSES,
 )
 async def create_completion(
@@ -63,30 +69,54 @@ async def create_completion(
 ) -> Any:
     settings = get_settings(request)
     check_model(body.model, settings)
-    prompt_ids = await _prompt_ids(body.prompt, service)
+    prompts = await _prompt_ids(body.prompt, service)
+    n = _choices(body.n, len(prompts), settings)
     params = sampling_params(
-        body, body.max_tokens, len(prompt_ids), service.context_length, settings, "prompt"
+        body, body.max_tokens, prompts, service, settings, "prompt", body.logprobs
     )
-    generation = service.submit(prompt_ids, params)
+    echoes = [_echo(body.prompt, i, p, service) for i, p in enumerate(prompts)] if body.echo else []
+    generation = service.submit(prompts, params, n)
     completion_id, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    tokenizer = service.model.tokenizer
+    offsets = [len(echoes[i // n]) if echoes else 0 for i in range(len(prompts) * n)]
 
-    def chunk(text: str, finish: str | None) -> dict[str, Any]:
+    def chunk(
+        index: int, text: str, finish: str | None, tokens: tuple[TokenLogprob, ...] = ()
+    ) -> dict[str, Any]:
+        logprobs = None
+        if params.logprobs is not None and (tokens or text):
+            logprobs = completion_logprobs(tokenizer, tokens, offsets[index])
+            offsets[index] += sum(len(token) for token in logprobs["tokens"])
+        choice = {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
         return {
             "id": completion_id,
             "object": "text_completion",
             "created": created,
             "model": settings.model_name,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+            "choices": [choice],
         }
 
     if body.stream:
-        return await _stream(request, generation, [], chunk, body.include_usage)
-    text, finish = await _until_disconnected(request, generation, _collect(generation))
+        opening = [chunk(i, echoes[i // n], None) for i in range(len(offsets))] if echoes else []
+        return await _stream(request, generation, opening, chunk, body.include_usage)
+    choices = []
+    for index, (text, finish, tokens) in enumerate(
+        await _until_disconnected(request, generation, _collect(generation))
+    ):
+        prefix = echoes[index // n] if echoes else ""
+        logprobs = None
+        if params.logprobs is not None:
+            logprobs = completion_logprobs(tokenizer, tokens, len(prefix))
+        choices.append(
+            CompletionChoice(
+                index=index, text=prefix + text, finish_reason=finish, logprobs=logprobs
+            )
+        )
     return CompletionResponse(
         id=completion_id,
         created=created,
         model=settings.model_name,
-        choices=[CompletionChoice(text=text, finish_reason=finish)],
+        choices=choices,
         usage=_usage(generation),
     )
 
@@ -110,101 +140,183 @@ async def create_chat_completion(
         raise InvalidInput(
             "max_tokens and max_completion_tokens disagree; send one", param="max_completion_tokens"
         )
+    n = _choices(body.n, 1, settings)
     messages = [{"role": m.role, "content": m.text} for m in body.messages]
     with tracing.span("tokenize"):
         prompt_ids = await run_in_threadpool(service.model.tokenizer.apply_chat_template, messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
     params = sampling_params(
-        body, max_tokens, len(prompt_ids), service.context_length, settings, "messages"
+        body, max_tokens, [prompt_ids], service, settings, "messages", body.top_logprobs_count
     )
-    generation = service.submit(prompt_ids, params)
+    generation = service.submit([prompt_ids], params, n)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    tokenizer = service.model.tokenizer
 
-    def chunk(delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+    def chunk(
+        index: int,
+        delta: dict[str, str],
+        finish: str | None,
+        tokens: tuple[TokenLogprob, ...] = (),
+    ) -> dict[str, Any]:
+        logprobs = {"content": chat_content(tokenizer, tokens), "refusal": None} if tokens else None
         return {
             "id": completion_id,
             "object": "chat.completion.chunk",
             "created": created,
             "model": settings.model_name,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            "choices": [
+                {"index": index, "delta": delta, "finish_reason": finish, "logprobs": logprobs}
+            ],
         }
 
     if body.stream:
-        opening = [chunk({"role": "assistant", "content": ""}, None)]
+        opening = [chunk(i, {"role": "assistant", "content": ""}, None) for i in range(n)]
         return await _stream(
             request,
             generation,
             opening,
-            lambda text, finish: chunk({"content": text} if text else {}, finish),
+            lambda index, text, finish, tokens=(): chunk(
+                index, {"content": text} if text else {}, finish, tokens
+            ),
             body.include_usage,
         )
-    text, finish = await _until_disconnected(request, generation, _collect(generation))
+    choices = [
+        ChatChoice(
+            index=index,
+            message=AssistantMessage(content=text),
+            finish_reason=finish,
+            logprobs=None
+            if params.logprobs is None
+            else ChatLogprobs.model_validate({"content": chat_content(tokenizer, tokens)}),
+        )
+        for index, (text, finish, tokens) in enumerate(
+            await _until_disconnected(request, generation, _collect(generation))
+        )
+    ]
     return ChatCompletionResponse(
         id=completion_id,
         created=created,
         model=settings.model_name,
-        choices=[ChatChoice(message=AssistantMessage(content=text), finish_reason=finish)],
+        choices=choices,
         usage=_usage(generation),
     )
+
+
+def _choices(n: int | None, prompts: int, settings: Settings) -> int:
+    """``n``, checked: the request's sequences (prompts x n) within MAX_SEQUENCES_PER_REQUEST."""
+    n = n or 1
+    limit = settings.max_sequences_per_request
+    if n * prompts > limit:
+        raise InvalidInput(
+            f"{prompts} prompt(s) x n={n} asks for {n * prompts} sequences; at most {limit} per "
+            "request (MAX_SEQUENCES_PER_REQUEST)",
+            param="n" if n > 1 else "prompt",
+        )
+    return n
 
 
 def sampling_params(
     body: GenerationParameters,
     max_tokens: int | None,
-    prompt_tokens: int,
-    context_length: int,
+    prompts: list[list[int]],
+    service: GenerationService,
     settings: Settings,
     prompt_param: str,
+    logprobs: int | None,
 ) -> SamplingParams:
-    """Check the request against the context length and limits; fill in the defaults."""
-    if prompt_tokens == 0:
+    """Check the request against the context length, vocabulary and limits; fill in defaults."""
+    context_length = service.context_length
+    longest = max(len(p) for p in prompts)
+    if min(len(p) for p in prompts) == 0:
         raise InvalidInput("the prompt is empty", param=prompt_param)
-    if prompt_tokens >= context_length:
+    if longest >= context_length:
         raise InvalidInput(
             f"this model's maximum context length is {context_length} tokens, but the prompt has "
-            f"{prompt_tokens} tokens; shorten the prompt",
+            f"{longest} tokens; shorten the prompt",
             param=prompt_param,
             code="context_length_exceeded",
         )
     if max_tokens is None:
-        max_tokens = min(settings.default_max_tokens, context_length - prompt_tokens)
+        max_tokens = min(settings.default_max_tokens, context_length - longest)
     elif max_tokens > settings.max_tokens_limit:
         raise InvalidInput(
             f"max_tokens must be at most {settings.max_tokens_limit}", param="max_tokens"
         )
-    elif prompt_tokens + max_tokens > context_length:
+    elif longest + max_tokens > context_length:
         raise InvalidInput(
             f"this model's maximum context length is {context_length} tokens; the prompt has "
-            f"{prompt_tokens} tokens and max_tokens asks for {max_tokens} more; lower max_tokens "
+            f"{longest} tokens and max_tokens asks for {max_tokens} more; lower max_tokens "
             "or shorten the prompt",
             param="max_tokens",
             code="context_length_exceeded",
         )
+    if body.min_tokens and body.min_tokens > max_tokens:
+        raise InvalidInput(
+            f"min_tokens ({body.min_tokens}) exceeds max_tokens ({max_tokens})", param="min_tokens"
+        )
+    vocab = service.model.vocab_size
+    bias = tuple((int(token), value) for token, value in (body.logit_bias or {}).items())
+    for name, ids in (
+        ("logit_bias", [t for t, _ in bias]),
+        ("stop_token_ids", body.stop_token_ids),
+    ):
+        outside = [t for t in ids or () if not 0 <= t < vocab]
+        if outside:
+            raise InvalidInput(
+                f"{name}: token id {outside[0]} is outside the vocabulary [0, {vocab})", param=name
+            )
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
         top_p=1.0 if body.top_p is None else body.top_p,
         seed=body.seed,
         stop=body.stop_sequences,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        logit_bias=bias,
+        min_tokens=body.min_tokens or 0,
+        stop_token_ids=frozenset(body.stop_token_ids or ()),
+        ignore_eos=bool(body.ignore_eos),
+        logprobs=logprobs,
     )
 
 
 async def _prompt_ids(
     prompt: str | list[int] | list[str] | list[list[int]], service: GenerationService
-) -> list[int]:
-    if isinstance(prompt, list) and prompt and isinstance(prompt[0], str | list):
-        if len(prompt) != 1:
-            raise InvalidInput(
-                "one prompt per request is supported; send several requests", param="prompt"
-            )
-        prompt = prompt[0]
-    if isinstance(prompt, str):
+) -> list[list[int]]:
+    """Every prompt of the request as token ids (text is tokenised off the event loop)."""
+    many = isinstance(prompt, list) and bool(prompt) and isinstance(prompt[0], str | list)
+    items: list[Any] = list(prompt) if many else [prompt]  # type: ignore[arg-type]
+    tokenizer = service.model.tokenizer
+    if any(isinstance(item, str) for item in items):
         with tracing.span("tokenize"):
-            return await run_in_threadpool(service.model.tokenizer.encode, prompt)
-    vocab = service.model.tokenizer.vocab_size
-    if any(not 0 <= token < vocab for token in prompt):
-        raise InvalidInput(f"token ids must be in [0, {vocab})", param="prompt")
-    return list(prompt)
+            return await run_in_threadpool(
+                lambda: [
+                    tokenizer.encode(item) if isinstance(item, str) else list(item)
+                    for item in items
+                ]
+            )
+    vocab = tokenizer.vocab_size
+    for index, ids in enumerate(items):
+        if any(not 0 <= token < vocab for token in ids):
+            where = f"prompt[{index}]" if many else "prompt"
+            raise InvalidInput(f"{where}: token ids must be in [0, {vocab})", param="prompt")
+    return [list(ids) for ids in items]
+
+
+def _echo(
+    prompt: str | list[int] | list[str] | list[list[int]],
+    index: int,
+    ids: list[int],
+    service: GenerationService,
+) -> str:
+    """The text ``echo`` puts before choice text: the prompt as sent, or its ids decoded."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and prompt and isinstance(prompt[index], str):
+        return str(prompt[index])
+    return service.model.tokenizer.decode(ids)
 
 
 def _usage(generation: Generation) -> Usage:
@@ -215,13 +327,17 @@ def _usage(generation: Generation) -> Usage:
     )
 
 
-async def _collect(generation: Generation) -> tuple[str, str]:
-    parts: list[str] = []
-    finish = "length"
+async def _collect(generation: Generation) -> list[tuple[str, str, list[TokenLogprob]]]:
+    """Per choice, in index order: its text, finish reason and logprobs."""
+    count = len(generation.sequences)
+    parts: list[list[str]] = [[] for _ in range(count)]
+    tokens: list[list[TokenLogprob]] = [[] for _ in range(count)]
+    finish = ["length"] * count
     async for event in generation.events():
-        parts.append(event.text)
-        finish = event.finish_reason or finish
-    return "".join(parts), finish
+        parts[event.index].append(event.text)
+        tokens[event.index] += event.logprobs
+        finish[event.index] = event.finish_reason or finish[event.index]
+    return [("".join(p), f, t) for p, f, t in zip(parts, finish, tokens, strict=True)]
 
 
 async def _until_disconnected(
@@ -245,11 +361,14 @@ async def _until_disconnected(
     raise ClientClosedRequest("the client closed the connection")
 
 
+Chunk = Callable[..., dict[str, Any]]  # (index, text, finish_reason, logprobs=()) -> chunk
+
+
 async def _stream(
     request: Request,
     generation: Generation,
     opening: list[dict[str, Any]],
-    chunk: Callable[[str, str | None], dict[str, Any]],
+    chunk: Chunk,
     include_usage: bool,
 ) -> StreamingResponse:
     # wait for the first token before the status line: errors until then get a real status
@@ -265,7 +384,7 @@ async def _events(
     generation: Generation,
     first: GenerationEvent,
     opening: list[dict[str, Any]],
-    chunk: Callable[[str, str | None], dict[str, Any]],
+    chunk: Chunk,
     include_usage: bool,
 ) -> AsyncIterator[str]:
     next_event: Callable[[], Awaitable[GenerationEvent]] = generation.next_event
@@ -275,21 +394,22 @@ async def _events(
             yield _sse(item)
         event = first
         while True:
-            if event.text:
-                yield _sse(chunk(event.text, None))
+            if event.text or event.logprobs:
+                yield _sse(chunk(event.index, event.text, None, event.logprobs))
             if event.finish_reason is not None:
-                yield _sse(chunk("", event.finish_reason))
-                break
+                yield _sse(chunk(event.index, "", event.finish_reason))
+                if generation.finished:
+                    break
             event = await next_event()
         if include_usage:
-            final = chunk("", None)
+            final = chunk(0, "", None)
             final["choices"] = []
             final["usage"] = _usage(generation).model_dump()
             yield _sse(final)
     except ServiceError as exc:  # failed mid-stream: the status line is already sent
         yield _sse(error_body(exc.message, exc.error_type, exc.code, exc.param))
     finally:
-        generation.cancel()  # no-op once finished; frees the slot when the client went away
+        generation.cancel()  # no-op once finished; frees the slots when the client went away
         if stream is not None:
             stream.end()
     yield "data: [DONE]\n\n"

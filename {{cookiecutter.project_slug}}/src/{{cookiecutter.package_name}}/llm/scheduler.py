@@ -14,6 +14,11 @@ One engine thread owns the model; the event loop never waits on it. Each step:
 Tokens reach the requests' coroutines on the event loop in one hand-off per
 call. The waiting queue is bounded: beyond it ``submit`` refuses at once
 (503). With ``max_running=1`` the same loop serves one sequence at a time.
+
+A request is a ``Generation`` of one or more sequences: ``n`` choices per
+prompt, several prompts for completions. The n choices of a prompt are
+admitted and prefilled together, once; every sequence then samples with its
+own options and generator (``sampling.next_tokens`` handles the whole batch).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from ..serving.errors import (
     ServiceError,
 )
 from ..serving.oom import is_out_of_memory, release_cached_memory
-from .sampling import SamplingParams, new_rng, sample
+from .sampling import SamplingParams, SequenceSampling, TokenLogprob, next_tokens
 from .text_stream import TextStream
 from .tokenizer import Tokenizer
 
@@ -81,6 +86,9 @@ class GenerationObserver(Protocol):
 
     def batch_computed(self, size: int, compute_s: float) -> None: ...
 
+    def generation_finished(self, generated_tokens: int, sequences: int) -> None:
+        """A request's last sequence finished: the tokens its ``sequences`` choices generated."""
+
 
 class NullGenerationObserver:
     def sequence_admitted(self, prompt_tokens: int, waited_s: float) -> None:
@@ -101,49 +109,118 @@ class NullGenerationObserver:
     def batch_computed(self, size: int, compute_s: float) -> None:
         pass
 
+    def generation_finished(self, generated_tokens: int, sequences: int) -> None:
+        pass
+
 
 @dataclass(frozen=True, slots=True)
 class GenerationEvent:
-    """New text for one request; the last event has a ``finish_reason`` ("stop" or "length")."""
+    """New text for choice ``index``; its last event has a ``finish_reason`` ("stop" or "length").
 
+    ``logprobs`` holds one entry per token this event adds, when the request asked for them.
+    """
+
+    index: int = 0
     text: str = ""
     finish_reason: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()
     error: ServiceError | None = None
 
 
-class Generation:
-    """One request's sequence: advanced by the engine thread, read by the request's coroutine."""
+class SequenceState:
+    """One generated sequence (one choice of a request): advanced by the engine thread only."""
 
     def __init__(
         self,
-        prompt_ids: Sequence[int],
+        generation: Generation,
+        index: int,
+        prompt_ids: list[int],
         params: SamplingParams,
         tokenizer: Tokenizer,
-        timeout_s: float | None = None,
+        eos: frozenset[int],
     ) -> None:
-        self.prompt_ids = list(prompt_ids)
+        self.generation = generation
+        self.index = index
+        self.prompt_ids = prompt_ids  # shared by the n choices of one prompt
         self.params = params
-        self.timeout_s = timeout_s
-        self.arrived = time.perf_counter()
-        self.completion_tokens = 0
-        self.finish_reason: str | None = None
-        self.cancelled = False
-        # engine-thread state
+        self.sampling = SequenceSampling.start(params, prompt_ids, eos)
+        self.text = TextStream(tokenizer, prompt_ids, params.stop)
         self.cache: Any = None
         self.last_token = -1
         self.last_token_at = 0.0
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
         self.finished = False
-        self.text = TextStream(tokenizer, self.prompt_ids, params.stop)
-        self.rng = new_rng(params.seed)
-        self._events: asyncio.Queue[GenerationEvent] = asyncio.Queue()
-        self.trace = tracing.GenerationTrace.start(self.prompt_tokens, params.max_tokens)
 
     @property
     def prompt_tokens(self) -> int:
         return len(self.prompt_ids)
 
+    @property
+    def cancelled(self) -> bool:
+        return self.generation.cancelled
+
+
+class Generation:
+    """One request: its prompts times ``n`` sequences, and the events they send its coroutine.
+
+    The n choices of a prompt form one group: admitted together, prefilled once,
+    sharing that prompt's KV cache (decode never modifies a cache in place, so
+    they diverge from their first sampled token on). Choice ``i`` of prompt
+    ``p`` has index ``p * n + i``, the order OpenAI numbers them in.
+    """
+
+    def __init__(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        n: int,
+        tokenizer: Tokenizer,
+        eos: frozenset[int],
+        timeout_s: float | None = None,
+    ) -> None:
+        self.params = params
+        self.n = n
+        self.prompts = [list(p) for p in prompts]
+        self.timeout_s = timeout_s
+        self.arrived = time.perf_counter()
+        self.cancelled = False
+        self.failed = False
+        self.groups = [
+            [
+                SequenceState(self, p * n + i, prompt, params.for_choice(i), tokenizer, eos)
+                for i in range(n)
+            ]
+            for p, prompt in enumerate(self.prompts)
+        ]
+        self.sequences = [s for group in self.groups for s in group]
+        # engine-thread state
+        self.started = False  # a first token exists
+        self.unfinished = len(self.sequences)
+        # event-loop state
+        self._open = len(self.sequences)  # choices whose finishing event has not been read
+        self._events: asyncio.Queue[GenerationEvent] = asyncio.Queue()
+        self.trace = tracing.GenerationTrace.start(self.prompt_tokens, params.max_tokens)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(p) for p in self.prompts)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(s.completion_tokens for s in self.sequences)
+
+    @property
+    def finished(self) -> bool:
+        """Every choice's finishing event has been read."""
+        return self._open == 0
+
     def cancel(self) -> None:
-        """The client went away: the engine drops this sequence at its next step."""
+        """The client went away: the engine drops these sequences at its next step.
+
+        A no-op once every sequence has finished (or the request failed)."""
+        if self.cancelled or self.unfinished == 0:
+            return
         self.cancelled = True
         if self.trace is not None:
             self.trace.finish("cancelled", self.completion_tokens)
@@ -153,7 +230,7 @@ class Generation:
 
         The bound holds even when the engine thread is stuck in a stalled model
         call: the request answers 504 (an error event mid-stream) and the engine
-        drops the sequence once the call returns.
+        drops the sequences once the call returns.
         """
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -165,15 +242,14 @@ class Generation:
             ) from None
         if event.error is not None:
             raise event.error
+        if event.finish_reason is not None:
+            self._open -= 1
         return event
 
     async def events(self) -> AsyncIterator[GenerationEvent]:
-        """Events until the one with a finish reason; raises the error a failed sequence got."""
-        while True:
-            event = await self.next_event()
-            yield event
-            if event.finish_reason is not None:
-                return
+        """Events until every choice has finished; raises the error a failed sequence got."""
+        while not self.finished:
+            yield await self.next_event()
 
 
 @dataclass
@@ -210,9 +286,10 @@ class Scheduler:
         self.request_timeout_s = request_timeout_s
         self._observer: GenerationObserver = observer or NullGenerationObserver()
         self._eos = frozenset(model.tokenizer.eos_token_ids)
-        self._waiting: deque[Generation] = deque()
-        self._running: list[Generation] = []
-        self._prefilling: list[Generation] = []
+        self._waiting: deque[list[SequenceState]] = deque()  # groups: one prompt's n choices
+        self._waiting_count = 0  # sequences in _waiting (read without the lock)
+        self._running: list[SequenceState] = []
+        self._prefilling: list[SequenceState] = []
         self._cond = threading.Condition()
         self._closed = False  # no new work
         self._abort = False  # stop now, failing what is left
@@ -228,13 +305,13 @@ class Scheduler:
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return self._waiting_count
 
     @property
     def kv_cache_usage(self) -> float:
         """Token positions the running sequences hold at their next step, over the most the
         cache holds (``max_running`` sequences at ``context_length``), from 0 to 1."""
-        held = sum(g.prompt_tokens + g.completion_tokens for g in self._running)
+        held = sum(s.prompt_tokens + s.completion_tokens for s in self._running)
         return held / (self.max_running * self.context_length)
 
     def start(self) -> None:
@@ -242,29 +319,38 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="generation-engine", daemon=True)
         self._thread.start()
 
-    def submit(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
-        """Queue a sequence; refuse at once when shutting down or when too many wait."""
+    def submit(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1
+    ) -> Generation:
+        """Queue ``n`` sequences per prompt, all or none: refuse at once when shutting down,
+        when too many wait, or when a prompt's choices could never run together."""
         if self._closed or self._thread is None:
             raise NotReady(
                 "the service is shutting down" if self._closed else "the model is not ready"
             )
-        if not prompt_ids:
-            raise InvalidInput("the prompt is empty", param="prompt")
-        if len(prompt_ids) + params.max_tokens > self.context_length:
+        if not 1 <= n <= self.max_running:
             raise InvalidInput(
-                f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({params.max_tokens}) exceeds "
-                f"the context length of {self.context_length} tokens",
-                param="max_tokens",
-                code="context_length_exceeded",
+                f"n must be between 1 and {self.max_running} (MAX_RUNNING_SEQUENCES)", param="n"
             )
+        for prompt_ids in prompts:
+            if not prompt_ids:
+                raise InvalidInput("the prompt is empty", param="prompt")
+            if len(prompt_ids) + params.max_tokens > self.context_length:
+                raise InvalidInput(
+                    f"prompt ({len(prompt_ids)} tokens) plus max_tokens ({params.max_tokens}) "
+                    f"exceeds the context length of {self.context_length} tokens",
+                    param="max_tokens",
+                    code="context_length_exceeded",
+                )
         generation = Generation(
-            prompt_ids, params, self.model.tokenizer, timeout_s=self.request_timeout_s
+            prompts, params, n, self.model.tokenizer, self._eos, timeout_s=self.request_timeout_s
         )
         with self._cond:
             free_slots = max(0, self.max_running - len(self._running) - len(self._prefilling))
-            if len(self._waiting) >= self.max_waiting + free_slots:
+            if self._waiting_count + len(generation.sequences) > self.max_waiting + free_slots:
                 raise Overloaded(f"too many sequences waiting ({self.max_waiting}); retry later")
-            self._waiting.append(generation)
+            self._waiting.extend(generation.groups)
+            self._waiting_count += len(generation.sequences)
             self._cond.notify()
         return generation
 
@@ -300,72 +386,80 @@ class Scheduler:
                     self._step(admitted)
                 except Exception:  # a bug, not a model error: fail this batch, keep serving
                     logger.exception("generation step failed")
-                    for generation in [*admitted, *self._running]:
-                        if not generation.finished:
-                            self._fail(generation, ModelFailure("generation failed"))
+                    for sequence in [*self._prefilling, *self._running]:
+                        self._fail(sequence.generation, ModelFailure("generation failed"))
                     self._running, self._prefilling = [], []
         finally:
             self._fail_all(NotReady("the service shut down before this sequence finished"))
 
-    def _admit(self) -> list[Generation]:
-        """Pop the waiting sequences this step can prefill (called with the lock held)."""
+    def _admit(self) -> list[list[SequenceState]]:
+        """Pop the waiting groups this step can prefill (called with the lock held)."""
         now = time.perf_counter()
-        if any(g.cancelled or now - g.arrived > self.request_timeout_s for g in self._waiting):
-            kept: deque[Generation] = deque()
-            for generation in self._waiting:
+        if any(
+            g[0].cancelled or now - g[0].generation.arrived > self.request_timeout_s
+            for g in self._waiting
+        ):
+            kept: deque[list[SequenceState]] = deque()
+            for group in self._waiting:
+                generation = group[0].generation
                 if generation.cancelled:
-                    self.stats.dropped_cancelled += 1
+                    self.stats.dropped_cancelled += len(group)
                 elif now - generation.arrived > self.request_timeout_s:
                     waited = f"{self.request_timeout_s:g} s"
                     self._fail(generation, RequestTimeout(f"not started within {waited}"))
                 else:
-                    kept.append(generation)
+                    kept.append(group)
             self._waiting = kept
-        live = sum(not g.cancelled for g in self._running)
+            self._waiting_count = sum(len(g) for g in kept)
+        live = sum(not s.cancelled for s in self._running)
         free = self.max_running - live
         budget = self.max_tokens_per_step - live
-        admitted: list[Generation] = []
-        while self._waiting and len(admitted) < free:
-            cost = self._waiting[0].prompt_tokens
+        admitted: list[list[SequenceState]] = []
+        while self._waiting and len(self._waiting[0]) <= free:
+            group = self._waiting[0]
+            cost = group[0].prompt_tokens  # the n choices of a prompt share one prefill
             if admitted and cost > budget:
                 break
             admitted.append(self._waiting.popleft())
+            self._waiting_count -= len(group)
+            free -= len(group)
             budget -= cost
-        self._prefilling = admitted  # still holding slots while their prompts run
+        # still holding slots while their prompts run
+        self._prefilling = [s for group in admitted for s in group]
         return admitted
 
-    def _step(self, admitted: list[Generation]) -> None:
+    def _step(self, admitted: list[list[SequenceState]]) -> None:
         self.stats.steps += 1
         before = self.stats.tokens
         running = []
-        for generation in self._running:
-            if generation.cancelled:
-                generation.cache = None  # the slot and its KV cache are free from now on
+        for sequence in self._running:
+            if sequence.finished:  # its request failed
+                continue
+            if sequence.cancelled:
+                sequence.cache = None  # the slot and its KV cache are free from now on
                 self.stats.dropped_cancelled += 1
             else:
-                running.append(generation)
+                running.append(sequence)
         self._running = running
         if admitted:
             admitted_at = time.perf_counter()
-            for generation in admitted:
-                self._observer.sequence_admitted(
-                    generation.prompt_tokens, admitted_at - generation.arrived
-                )
+            for group in admitted:
+                waited = admitted_at - group[0].generation.arrived
+                self._observer.sequence_admitted(group[0].prompt_tokens, waited)
             self.stats.prefill_calls += 1
             if self._keep_history:
-                self.stats.prefill_batches.append([id(g) for g in admitted])
+                self.stats.prefill_batches.append([id(g[0].generation) for g in admitted])
             events: list[tuple[Generation, GenerationEvent]] = []
             started_ns = tracing.now_ns()
             prefilled = self._call(
-                self.model.prefill, admitted, lambda batch: ([g.prompt_ids for g in batch],)
+                self.model.prefill, admitted, lambda batch: ([g[0].prompt_ids for g in batch],)
             )
             if started_ns:
-                traces = [g.trace.queued if g.trace else None for g in admitted]
-                tracing.record_batch(traces, "prefill", started_ns, rows=len(admitted))
-            for generation, logits, cache, best in prefilled:
-                generation.cache = cache
-                self._accept(generation, logits, best, events)
-            self._running += [g for g in admitted if not g.finished]
+                traces = [g[0].generation.trace for g in admitted]
+                queued = [trace.queued if trace else None for trace in traces]
+                tracing.record_batch(queued, "prefill", started_ns, rows=len(admitted))
+            self._advance(prefilled, events)
+            self._running += [s for s in self._prefilling if not s.finished]
             self._prefilling = []
             self._deliver(events)  # first tokens go out before the decode step runs
         if self._running:
@@ -373,27 +467,27 @@ class Scheduler:
             self.stats.decode_calls += 1
             self.stats.largest_decode_batch = max(self.stats.largest_decode_batch, len(batch))
             if self._keep_history:
-                self.stats.decode_batches.append([id(g) for g in batch])
+                self.stats.decode_batches.append([id(s.generation) for s in batch])
             events = []
-            for generation, logits, cache, best in self._call(
+            decoded = self._call(
                 self.model.decode,
-                batch,
-                lambda b: ([g.last_token for g in b], [g.cache for g in b]),
-            ):
-                generation.cache = cache
-                self._accept(generation, logits, best, events)
-            self._running = [g for g in batch if not g.finished]
+                [[s] for s in batch],
+                lambda b: ([g[0].last_token for g in b], [g[0].cache for g in b]),
+            )
+            self._advance(decoded, events)
+            self._running = [s for s in batch if not s.finished]
             self._deliver(events)
         self._observer.tokens_generated(self.stats.tokens - before)
-        self._observer.sequences(len(self._running), len(self._waiting), self.kv_cache_usage)
+        self._observer.sequences(len(self._running), self.waiting, self.kv_cache_usage)
 
     def _call(
         self,
         function: Callable[..., tuple[np.ndarray, list[Any]]],
-        batch: list[Generation],
-        arguments: Callable[[list[Generation]], tuple[Any, ...]],
-    ) -> list[tuple[Generation, np.ndarray, Any, int]]:
-        """One model call; on out-of-memory retry its halves; a failure fails this batch only."""
+        batch: list[list[SequenceState]],
+        arguments: Callable[[list[list[SequenceState]]], tuple[Any, ...]],
+    ) -> list[tuple[list[list[SequenceState]], np.ndarray, list[Any]]]:
+        """One model call over groups (one row each); on out-of-memory retry its halves;
+        a failure fails this batch's requests only. Returns (groups, logits, caches) per call."""
         try:
             started = time.perf_counter()
             logits, caches = function(*arguments(batch))
@@ -402,8 +496,7 @@ class Scheduler:
                 raise RuntimeError(
                     f"the model returned {len(logits)} rows for {len(batch)} sequences"
                 )
-            best = np.asarray(logits).argmax(axis=-1)  # greedy choices, one call for the batch
-            return list(zip(batch, logits, caches, best.tolist(), strict=True))
+            return [(batch, np.asarray(logits), list(caches))]
         except Exception as exc:
             if is_out_of_memory(exc):
                 release_cached_memory()
@@ -415,71 +508,107 @@ class Scheduler:
                     return self._call(function, batch[:middle], arguments) + self._call(
                         function, batch[middle:], arguments
                     )
-                self._fail(batch[0], OutOfMemory("out of memory while generating this sequence"))
-                return []
-            logger.exception("model call failed for %d sequences", len(batch))
-            for generation in batch:
-                self._fail(generation, ModelFailure(f"the model failed: {type(exc).__name__}"))
+                error: ServiceError = OutOfMemory("out of memory while generating this sequence")
+            else:
+                logger.exception("model call failed for %d sequences", len(batch))
+                error = ModelFailure(f"the model failed: {type(exc).__name__}")
+            for group in batch:
+                self._fail(group[0].generation, error)
             return []
+
+    def _advance(
+        self,
+        results: list[tuple[list[list[SequenceState]], np.ndarray, list[Any]]],
+        events: list[tuple[Generation, GenerationEvent]],
+    ) -> None:
+        """Give each sequence its cache, choose all next tokens in one batched call, accept them."""
+        for groups, logits, caches in results:
+            sequences: list[SequenceState] = []
+            for group, cache in zip(groups, caches, strict=True):
+                for sequence in group:
+                    if not sequence.finished:
+                        sequence.cache = cache
+                        sequences.append(sequence)
+            if len(sequences) != len(groups):  # n > 1 (or a failed request): a row per sequence
+                rows = [r for r, g in enumerate(groups) for s in g if not s.finished]
+                logits = logits[rows]
+            if not sequences:
+                continue
+            tokens, logprobs = next_tokens(logits, [s.sampling for s in sequences])
+            for sequence, token, logprob in zip(sequences, tokens, logprobs, strict=True):
+                self._accept(sequence, token, logprob, events)
 
     def _accept(
         self,
-        generation: Generation,
-        logits: np.ndarray,
-        best: int,
+        sequence: SequenceState,
+        token: int,
+        logprob: TokenLogprob | None,
         events: list[tuple[Generation, GenerationEvent]],
     ) -> None:
-        """Sample the next token, turn it into text, and decide whether the sequence is done."""
-        params = generation.params
-        token = best if params.greedy else sample(logits, params, generation.rng)
+        """Take the chosen token, turn it into text, and decide whether the sequence is done."""
+        generation = sequence.generation
         now = time.perf_counter()
-        if generation.completion_tokens == 0:
+        if not generation.started:
+            generation.started = True
             self._observer.first_token(now - generation.arrived)
             if generation.trace is not None:
                 generation.trace.first_token()
-        else:
-            self._observer.inter_token(now - generation.last_token_at)
-        generation.last_token_at = now
-        generation.last_token = token
-        generation.completion_tokens += 1
+        elif sequence.completion_tokens:
+            self._observer.inter_token(now - sequence.last_token_at)
+        sequence.last_token_at = now
+        sequence.last_token = token
+        sequence.completion_tokens += 1
+        sequence.sampling.record(token)
         self.stats.tokens += 1
         finish: str | None = None
-        if token in self._eos:
-            finish, text = "stop", generation.text.flush()
+        if token in sequence.sampling.stop_ids:
+            finish, text = "stop", sequence.text.flush()
         else:
-            text = generation.text.push(token)
-            if generation.text.stopped:
+            text = sequence.text.push(token)
+            if sequence.text.stopped:
                 finish = "stop"
             elif (
-                generation.completion_tokens >= generation.params.max_tokens
-                or generation.prompt_tokens + generation.completion_tokens >= self.context_length
+                sequence.completion_tokens >= sequence.params.max_tokens
+                or sequence.prompt_tokens + sequence.completion_tokens >= self.context_length
             ):
                 finish = "length"
-                text += generation.text.flush()
+                text += sequence.text.flush()
         if finish is not None:
-            generation.finished = True
-            generation.finish_reason = finish
-            generation.cache = None
-            if generation.trace is not None:
-                generation.trace.finish(finish, generation.completion_tokens)
-        if text or finish is not None:
-            events.append((generation, GenerationEvent(text, finish)))
+            sequence.finished = True
+            sequence.finish_reason = finish
+            sequence.cache = None
+            generation.unfinished -= 1
+            if generation.unfinished == 0:
+                tokens, sequences = generation.completion_tokens, len(generation.sequences)
+                self._observer.generation_finished(tokens, sequences)
+                if generation.trace is not None:
+                    generation.trace.finish(finish, generation.completion_tokens)
+        if text or finish is not None or logprob is not None:
+            lp = (logprob,) if logprob is not None else ()
+            events.append((generation, GenerationEvent(sequence.index, text, finish, lp)))
 
     def _fail(self, generation: Generation, error: ServiceError) -> None:
+        """Fail the whole request (its other sequences are dropped at their next step)."""
+        if generation.failed:
+            return
+        generation.failed = True
+        generation.cancelled = True
         if generation.trace is not None:
             generation.trace.finish("error", generation.completion_tokens, error.message)
-        generation.finished = True
-        generation.cache = None
+        for sequence in generation.sequences:
+            sequence.finished = True
+            sequence.cache = None
         self._deliver([(generation, GenerationEvent(error=error))])
 
     def _fail_all(self, error: ServiceError) -> None:
         with self._cond:
-            left = [*self._waiting, *self._prefilling, *self._running]
+            left = [*(s for g in self._waiting for s in g), *self._prefilling, *self._running]
             self._waiting.clear()
+            self._waiting_count = 0
         self._running = []
-        for generation in left:
-            if not generation.finished:
-                self._fail(generation, error)
+        for sequence in left:
+            if not sequence.finished:
+                self._fail(sequence.generation, error)
 
     def _deliver(self, events: list[tuple[Generation, GenerationEvent]]) -> None:
         if not events or self._loop is None:

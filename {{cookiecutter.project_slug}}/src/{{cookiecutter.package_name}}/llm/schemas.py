@@ -1,19 +1,42 @@
 """Request and response bodies of the OpenAI-compatible text generation API.
 
 Field names and shapes follow OpenAI's API reference, so the official clients
-work unchanged. A parameter this server does not implement is refused with a
-400 that names it, never silently ignored: a client asking for ``n=3`` or
-tool calls must not get something else back.
+work unchanged; vLLM's sampling extensions (``repetition_penalty``,
+``min_tokens``, ``stop_token_ids``, ``ignore_eos``) are accepted as vLLM
+accepts them. Three kinds of fields:
+
+- implemented: they change the answer as documented;
+- ``IGNORED_FIELDS``: accepted and ignored, because they cannot change the
+  answer of this server (storage, metadata, routing and caching hints that
+  SDKs and agent frameworks send by default);
+- everything else, a misspelt field included, is refused with a 400 that
+  names it: a client asking for something this server does not do must not
+  get something else back.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4
+MAX_STOP_TOKEN_IDS = 16
+MAX_LOGIT_BIAS = 300  # OpenAI's own bound on logit_bias entries
+MAX_TOP_LOGPROBS = 20  # chat; OpenAI's bound
+MAX_COMPLETION_LOGPROBS = 5  # completions; OpenAI's bound
+# Accepted and ignored (documented in docs/reference/api.md): none changes the answer here.
+IGNORED_FIELDS = (
+    "user",
+    "store",
+    "metadata",
+    "service_tier",
+    "prompt_cache_key",
+    "safety_identifier",
+    "prediction",
+    "stream_options.include_obfuscation",
+)
 
 
 def _unsupported(name: str, hint: str = "") -> PydanticCustomError:
@@ -25,6 +48,7 @@ def _unsupported(name: str, hint: str = "") -> PydanticCustomError:
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
+    include_obfuscation: bool | None = Field(None, description="Accepted and ignored.")
 
 
 class GenerationParameters(BaseModel):
@@ -36,39 +60,80 @@ class GenerationParameters(BaseModel):
     max_tokens: int | None = Field(None, ge=1, description="Most tokens to generate.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy; default 1.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; default 1.")
-    n: int | None = Field(None, description="Only 1 is supported.")
+    n: int | None = Field(
+        None,
+        ge=1,
+        description="Choices per prompt, sampled from one shared prefill; at most "
+        "MAX_SEQUENCES_PER_REQUEST (and MAX_RUNNING_SEQUENCES).",
+    )
     stream: bool | None = Field(None, description="Send tokens as server-sent events.")
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = Field(
         None, description="Up to 4 strings that end the completion."
     )
-    seed: int | None = Field(None, description="Makes sampling repeatable.")
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    seed: int | None = Field(
+        None, description="Makes sampling repeatable; choice i of n uses seed + i."
+    )
+    presence_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Subtracted from the logit of every token already generated."
+    )
+    frequency_penalty: float | None = Field(
+        None, ge=-2, le=2, description="Subtracted per time a token was already generated."
+    )
+    logit_bias: dict[str, float] | None = Field(
+        None, description="Token id -> bias in [-100, 100] added to its logit (at most 300)."
+    )
+    # vLLM's extensions
+    repetition_penalty: float | None = Field(
+        None,
+        gt=0,
+        le=2,
+        description="CTRL's penalty on prompt and generated tokens (>1 discourages); default 1.",
+    )
+    min_tokens: int | None = Field(
+        None, ge=0, description="Tokens generated before an end-of-sequence or stop token may."
+    )
+    stop_token_ids: list[int] | None = Field(
+        None, max_length=MAX_STOP_TOKEN_IDS, description="Token ids that end the completion."
+    )
+    ignore_eos: bool | None = Field(None, description="Keep generating past end-of-sequence.")
+    # accepted and ignored: IGNORED_FIELDS
     user: str | None = Field(None, description="End-user id; accepted and ignored.")
+    store: bool | None = Field(None, description="Accepted and ignored: nothing is stored.")
+    metadata: dict[str, str] | None = Field(None, description="Accepted and ignored.")
+    service_tier: str | None = Field(None, description="Accepted and ignored.")
+    prompt_cache_key: str | None = Field(None, description="Accepted and ignored.")
+    safety_identifier: str | None = Field(None, description="Accepted and ignored.")
 
-    @field_validator("n")
+    @field_validator("stream_options")
     @classmethod
-    def _one_choice(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
+    def _only_when_streaming(
+        cls, value: StreamOptions | None, info: ValidationInfo
+    ) -> StreamOptions | None:
+        if value is not None and not info.data.get("stream"):
             raise PydanticCustomError(
-                "unsupported_parameter", "only n=1 is supported; send several requests"
+                "invalid_parameter", "stream_options is only allowed when stream is true"
             )
-        return value
-
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalty(cls, value: float | None, info: Any) -> float | None:
-        if value not in (None, 0):
-            raise _unsupported(info.field_name)
         return value
 
     @field_validator("logit_bias")
     @classmethod
-    def _no_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value:
-            raise _unsupported("logit_bias")
+    def _check_logit_bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if not value:
+            return value
+        if len(value) > MAX_LOGIT_BIAS:
+            raise PydanticCustomError(
+                "too_many_entries", f"at most {MAX_LOGIT_BIAS} logit_bias entries"
+            )
+        for key, bias in value.items():
+            if not key.isdecimal():
+                raise PydanticCustomError(
+                    "invalid_token_id", f"logit_bias keys are token ids; got {key[:20]!r}"
+                )
+            if not -100 <= bias <= 100:
+                raise PydanticCustomError(
+                    "bias_out_of_range", f"logit_bias values are in [-100, 100]; got {bias}"
+                )
         return value
 
     @field_validator("stop")
@@ -94,31 +159,49 @@ class GenerationParameters(BaseModel):
 
 class CompletionRequest(GenerationParameters):
     prompt: str | list[int] | list[str] | list[list[int]] = Field(
-        description="Text, or token ids; one prompt per request."
+        description="Text, token ids, or a list of either: each prompt gets n choices."
     )
-    echo: bool | None = None
-    logprobs: int | None = None
+    echo: bool | None = Field(None, description="Prefix each choice with its prompt.")
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_COMPLETION_LOGPROBS,
+        description="Log-probabilities of each chosen token and its `logprobs` most likely.",
+    )
     best_of: int | None = None
     suffix: str | None = None
 
-    @field_validator("echo", "logprobs", "suffix")
+    @field_validator("suffix")
     @classmethod
-    def _not_supported(cls, value: Any, info: Any) -> Any:
-        if value not in (None, False):
-            raise _unsupported(info.field_name)
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise _unsupported("suffix", " (no fill-in-the-middle)")
         return value
 
     @field_validator("best_of")
     @classmethod
-    def _best_of_one(cls, value: int | None) -> int | None:
-        if value not in (None, 1):
-            raise PydanticCustomError("unsupported_parameter", "only best_of=1 is supported")
+    def _best_of_n(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and value != (info.data.get("n") or 1):
+            raise PydanticCustomError(
+                "unsupported_parameter", "best_of must equal n (no server-side ranking)"
+            )
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_prompt_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("echo"):
+            raise PydanticCustomError(
+                "unsupported_parameter",
+                "logprobs with echo needs the prompt's log-probabilities, which this server "
+                "does not compute; send one or the other",
+            )
         return value
 
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    type: Literal["text"] = Field(description="Only text parts are supported.")
+    type: Literal["text"]
     text: str
 
 
@@ -131,6 +214,21 @@ class ChatMessage(BaseModel):
     name: str | None = None
     tool_calls: list[Any] | None = None
     function_call: Any = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for index, part in enumerate(value):
+                kind = part.get("type") if isinstance(part, dict) else None
+                if isinstance(kind, str) and kind != "text":
+                    raise PydanticCustomError(
+                        "unsupported_content",
+                        "content part {index} has type {kind!r}: this model reads text only "
+                        "(parts of type 'text')",
+                        {"index": index, "kind": kind[:40]},
+                    )
+        return value
 
     @field_validator("tool_calls", "function_call")
     @classmethod
@@ -151,19 +249,32 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(GenerationParameters):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, description="Alias of max_tokens.")
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    logprobs: bool | None = Field(None, description="Return each chosen token's log-probability.")
+    top_logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="The most likely alternatives per token (needs logprobs=true).",
+    )
+    modalities: list[Literal["text"]] | None = Field(None, description="Only text.")
+    prediction: dict[str, Any] | None = Field(
+        None, description="Predicted output; accepted and ignored (a speed hint)."
+    )
     tools: list[Any] | None = None
     tool_choice: Any = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: bool | None = Field(
+        None, description="Accepted and ignored while no tools are sent."
+    )
     functions: list[Any] | None = None
     response_format: dict[str, Any] | None = None
 
-    @field_validator("logprobs", "top_logprobs")
+    @field_validator("top_logprobs")
     @classmethod
-    def _no_logprobs(cls, value: Any, info: Any) -> Any:
-        if value not in (None, False):
-            raise _unsupported(info.field_name)
+    def _needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise PydanticCustomError(
+                "invalid_parameter", "top_logprobs needs logprobs set to true"
+            )
         return value
 
     @field_validator("tools", "functions")
@@ -189,6 +300,11 @@ class ChatCompletionRequest(GenerationParameters):
             )
         return value
 
+    @property
+    def top_logprobs_count(self) -> int | None:
+        """Alternatives per token in the answer; None when no logprobs were asked for."""
+        return (self.top_logprobs or 0) if self.logprobs else None
+
 
 # --- responses -----------------------------------------------------------------
 class Usage(BaseModel):
@@ -197,11 +313,20 @@ class Usage(BaseModel):
     total_tokens: int
 
 
+class CompletionLogprobs(BaseModel):
+    """The legacy completions shape: parallel lists, one entry per generated token."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
 class CompletionChoice(BaseModel):
     index: int = 0
     text: str
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):
@@ -213,6 +338,21 @@ class CompletionResponse(BaseModel):
     usage: Usage
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatTokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatTokenLogprob] | None
+    refusal: None = None
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
@@ -222,7 +362,7 @@ class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
     finish_reason: Literal["stop", "length"]
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
 
 
 class ChatCompletionResponse(BaseModel):
