@@ -148,6 +148,25 @@ def test_serves_the_openai_api(folder: Path) -> None:
         assert reply.usage.prompt_tokens == len(b"user: hi\nassistant: ")
         with pytest.raises(openai.BadRequestError, match="128 tokens"):
             client.completions.create(model=name, prompt="x" * 200)
+        # structured output through the folder's own tokenizer, as llguidance reads it
+        schema = {
+            "type": "object",
+            "properties": {"ok": {"type": "boolean"}, "n": {"type": "integer", "maximum": 9}},
+            "required": ["ok", "n"],
+            "additionalProperties": False,
+        }
+        structured = client.chat.completions.create(
+            model=name,
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=60,
+            seed=0,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "flag", "schema": schema},
+            },
+        )
+        value = json.loads(structured.choices[0].message.content)
+        assert isinstance(value["ok"], bool) and value["n"] <= 9 and set(value) == {"ok", "n"}
 
 
 def test_a_folder_without_tokenizer_files_names_the_fix(folder: Path, tmp_path: Path) -> None:

@@ -258,7 +258,8 @@ def test_bad_completion_requests_answer_400(
             },
             "messages.0.content",
         ),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "json_schema"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
         ({"max_tokens": 5, "max_completion_tokens": 6}, "max_completion_tokens"),
     ],
 )

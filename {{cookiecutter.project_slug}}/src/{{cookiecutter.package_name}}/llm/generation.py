@@ -23,6 +23,7 @@ from ..serving.lifecycle import Readiness
 from ..serving.warmup import warmup_batch_sizes
 from ..settings import Settings
 from .contract import WARMUP_TEXT, check_tokenizer
+from .grammar import GrammarEngine
 from .sampling import SamplingParams
 from .scheduler import Generation, GenerationModel, GenerationObserver, Scheduler
 
@@ -40,9 +41,10 @@ class LanguageModel(GenerationModel, Protocol):
 
 
 class GenerationService:
-    def __init__(self, model: LanguageModel, scheduler: Scheduler) -> None:
+    def __init__(self, model: LanguageModel, scheduler: Scheduler, grammar: GrammarEngine) -> None:
         self.model = model
         self.scheduler = scheduler
+        self.grammar = grammar
         self.readiness = Readiness()
         self.load_seconds = 0.0
         self.warmup_seconds = 0.0
@@ -77,7 +79,9 @@ class GenerationService:
             request_timeout_s=settings.request_timeout_s,
             observer=observer,
         )
-        service = cls(model, scheduler)
+        # the vocabulary as the grammar engine reads it (about 1 s for a large Hugging Face one)
+        grammar = await asyncio.to_thread(GrammarEngine, model.tokenizer, model.vocab_size)
+        service = cls(model, scheduler, grammar)
         service.load_seconds = time.perf_counter() - started
         logger.info(
             "model loaded in %.3f s (context length %d)", service.load_seconds, context_length

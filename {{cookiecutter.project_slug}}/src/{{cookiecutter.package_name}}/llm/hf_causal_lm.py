@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import llguidance
 import torch
 from torch import nn
 
@@ -46,6 +47,14 @@ class HuggingFaceTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def grammar_tokenizer(self, vocab_size: int) -> llguidance.LLTokenizer:
+        """The vocabulary for structured outputs, read by llguidance from the fast tokenizer."""
+        import llguidance.hf  # imports transformers, as this module's loader does
+
+        return llguidance.hf.from_tokenizer(
+            self._tokenizer, n_vocab=vocab_size, eos_token=sorted(self.eos_token_ids)
+        )
 
     def apply_chat_template(self, messages: Sequence[ChatMessage]) -> list[int]:
         if not self._tokenizer.chat_template:

@@ -79,6 +79,12 @@ class GenerationMetrics(ServiceMetrics):
             buckets=REQUEST_SEQUENCE_BUCKETS,
             registry=r,
         )
+        self.grammar_seconds = Counter(
+            f"{PREFIX}_grammar_seconds",
+            "Time the grammar engine spent on structured-output token masks.",
+            ["model"],
+            registry=r,
+        )
         self.running_sequences = Gauge(
             f"{PREFIX}_running_sequences",
             "Sequences in the running batch.",
@@ -132,6 +138,7 @@ class GenerationMetrics(ServiceMetrics):
             self.generated_tokens,
             self.request_generation_tokens,
             self.request_sequences,
+            self.grammar_seconds,
             self.running_sequences,
             self.waiting_sequences,
             self.kv_cache_usage,
@@ -158,6 +165,9 @@ class GenerationMetrics(ServiceMetrics):
     def generation_finished(self, generated_tokens: int, sequences: int) -> None:
         self.request_generation_tokens.labels(model=self.model_name).observe(generated_tokens)
         self.request_sequences.labels(model=self.model_name).observe(sequences)
+
+    def grammar_computed(self, seconds: float) -> None:
+        self.grammar_seconds.labels(model=self.model_name).inc(seconds)
 
     def sequences(self, running: int, waiting: int, kv_cache_usage: float) -> None:
         with self._sequences_lock:

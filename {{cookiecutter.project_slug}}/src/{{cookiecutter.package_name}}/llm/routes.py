@@ -71,7 +71,7 @@ async def create_completion(
     check_model(body.model, settings)
     prompts = await _prompt_ids(body.prompt, service)
     n = _choices(body.n, len(prompts), settings)
-    params = sampling_params(
+    params = await sampling_params(
         body, body.max_tokens, prompts, service, settings, "prompt", body.logprobs
     )
     echoes = [_echo(body.prompt, i, p, service) for i, p in enumerate(prompts)] if body.echo else []
@@ -145,7 +145,7 @@ async def create_chat_completion(
     with tracing.span("tokenize"):
         prompt_ids = await run_in_threadpool(service.model.tokenizer.apply_chat_template, messages)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    params = sampling_params(
+    params = await sampling_params(
         body, max_tokens, [prompt_ids], service, settings, "messages", body.top_logprobs_count
     )
     generation = service.submit([prompt_ids], params, n)
@@ -215,7 +215,7 @@ def _choices(n: int | None, prompts: int, settings: Settings) -> int:
     return n
 
 
-def sampling_params(
+async def sampling_params(
     body: GenerationParameters,
     max_tokens: int | None,
     prompts: list[list[int]],
@@ -265,6 +265,12 @@ def sampling_params(
             raise InvalidInput(
                 f"{name}: token id {outside[0]} is outside the vocabulary [0, {vocab})", param=name
             )
+    grammar = None
+    if body.response_format is not None and body.response_format.constrained:
+        with tracing.span("grammar.compile"):
+            grammar = await run_in_threadpool(
+                service.grammar.json_schema, body.response_format.schema_or_none, "response_format"
+            )
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -279,6 +285,7 @@ def sampling_params(
         stop_token_ids=frozenset(body.stop_token_ids or ()),
         ignore_eos=bool(body.ignore_eos),
         logprobs=logprobs,
+        grammar=grammar,
     )
 
 

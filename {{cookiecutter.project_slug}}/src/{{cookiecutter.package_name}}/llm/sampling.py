@@ -8,6 +8,9 @@ the options in use; greedy rows take one batched argmax. Only sampled rows
 (temperature > 0) need a row each, because each sequence draws from its own
 seeded generator: a seeded request samples alike whatever batch it runs in.
 
+A sequence with a grammar (structured output) then has every token its
+grammar forbids masked out (``grammar.constrain``, all such rows in one call).
+
 Log-probabilities are those of the model's own distribution, before any
 adjustment or temperature (vLLM's default ``raw_logprobs`` mode): what the
 model thought of the token, not what the sampler was told.
@@ -17,8 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
+from llguidance import LLMatcher
+
+from .grammar import Grammar, constrain
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,7 @@ class SamplingParams:
     stop_token_ids: frozenset[int] = frozenset()
     ignore_eos: bool = False
     logprobs: int | None = None  # None: none; k >= 0: the chosen token's and the k most likely
+    grammar: Grammar | None = None  # structured output: the text must match it
 
     @property
     def greedy(self) -> bool:
@@ -69,6 +77,8 @@ class SequenceSampling:
     generated: int = 0
     counts: dict[int, int] = field(default_factory=dict)  # token -> times generated
     seen: set[int] | None = None  # prompt and generated tokens (repetition penalty only)
+    matcher: LLMatcher | None = None  # this sequence's place in its grammar
+    grammar_done: bool = False  # the grammar takes no more tokens: the sequence is complete
 
     @classmethod
     def start(
@@ -76,10 +86,14 @@ class SequenceSampling:
     ) -> SequenceSampling:
         stop_ids = params.stop_token_ids | (frozenset() if params.ignore_eos else eos)
         seen = set(prompt_ids) if params.repetition_penalty != 1.0 else None
-        return cls(params, stop_ids, new_rng(params.seed), seen=seen)
+        matcher = params.grammar.matcher() if params.grammar is not None else None
+        return cls(params, stop_ids, new_rng(params.seed), seen=seen, matcher=matcher)
 
     def record(self, token: int) -> None:
         self.generated += 1
+        if self.matcher is not None:
+            self.matcher.consume_token(token)
+            self.grammar_done = self.matcher.is_stopped()
         params = self.params
         if params.presence_penalty or params.frequency_penalty:
             self.counts[token] = self.counts.get(token, 0) + 1
@@ -93,12 +107,23 @@ def new_rng(seed: int | None) -> np.random.Generator:
     return np.random.default_rng(None if seed is None else seed % 2**64)
 
 
-def next_tokens(
-    logits: np.ndarray, states: Sequence[SequenceSampling]
-) -> tuple[list[int], list[TokenLogprob | None]]:
+class Choices(NamedTuple):
+    tokens: list[int]
+    logprobs: list[TokenLogprob | None]
+    grammar_s: float  # time the grammar engine took for the batch's masks
+
+
+def next_tokens(logits: np.ndarray, states: Sequence[SequenceSampling]) -> Choices:
     """The next token of each row of ``logits`` ``(batch, vocab)``; its logprobs where asked."""
     raw = np.asarray(logits)
     adjusted = _adjust(raw, states)
+    grammar_s = 0.0
+    constrained = [row for row, state in enumerate(states) if state.matcher is not None]
+    if constrained:
+        if adjusted is raw:
+            adjusted = np.array(raw, dtype=np.float32)
+        matchers = [states[row].matcher for row in constrained]
+        grammar_s = constrain(adjusted, constrained, matchers)  # type: ignore[arg-type]
     tokens: list[int] = adjusted.argmax(axis=-1).tolist()  # greedy rows: one call for the batch
     for row, state in enumerate(states):
         if not state.params.greedy:
@@ -111,7 +136,7 @@ def next_tokens(
         rows -= np.log(np.exp(rows).sum(axis=-1, keepdims=True))
         for values, row in zip(rows, asking, strict=True):
             logprobs[row] = _token_logprob(values, tokens[row], states[row].params.logprobs or 0)
-    return tokens, logprobs
+    return Choices(tokens, logprobs, grammar_s)
 
 
 def _token_logprob(values: np.ndarray, token: int, top: int) -> TokenLogprob:

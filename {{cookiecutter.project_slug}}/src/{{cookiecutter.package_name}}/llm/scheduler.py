@@ -89,6 +89,9 @@ class GenerationObserver(Protocol):
     def generation_finished(self, generated_tokens: int, sequences: int) -> None:
         """A request's last sequence finished: the tokens its ``sequences`` choices generated."""
 
+    def grammar_computed(self, seconds: float) -> None:
+        """One step's structured-output masks took ``seconds`` in the grammar engine."""
+
 
 class NullGenerationObserver:
     def sequence_admitted(self, prompt_tokens: int, waited_s: float) -> None:
@@ -110,6 +113,9 @@ class NullGenerationObserver:
         pass
 
     def generation_finished(self, generated_tokens: int, sequences: int) -> None:
+        pass
+
+    def grammar_computed(self, seconds: float) -> None:
         pass
 
 
@@ -534,8 +540,12 @@ class Scheduler:
                 logits = logits[rows]
             if not sequences:
                 continue
-            tokens, logprobs = next_tokens(logits, [s.sampling for s in sequences])
-            for sequence, token, logprob in zip(sequences, tokens, logprobs, strict=True):
+            choices = next_tokens(logits, [s.sampling for s in sequences])
+            if choices.grammar_s:
+                self._observer.grammar_computed(choices.grammar_s)
+            for sequence, token, logprob in zip(
+                sequences, choices.tokens, choices.logprobs, strict=True
+            ):
                 self._accept(sequence, token, logprob, events)
 
     def _accept(
@@ -567,6 +577,9 @@ class Scheduler:
             text = sequence.text.push(token)
             if sequence.text.stopped:
                 finish = "stop"
+            elif sequence.sampling.grammar_done:  # the structured output is complete
+                finish = "stop"
+                text += sequence.text.flush()
             elif (
                 sequence.completion_tokens >= sequence.params.max_tokens
                 or sequence.prompt_tokens + sequence.completion_tokens >= self.context_length

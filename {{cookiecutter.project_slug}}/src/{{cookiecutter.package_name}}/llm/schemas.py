@@ -18,7 +18,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 4
@@ -49,6 +56,43 @@ class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool = False
     include_obfuscation: bool | None = Field(None, description="Accepted and ignored.")
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="A JSON schema; absent: any JSON object."
+    )
+    strict: bool | None = Field(
+        None, description="Accepted; the answer always follows the schema here."
+    )
+
+
+class ResponseFormat(BaseModel):
+    """``text`` (the default), ``json_object`` (any JSON object) or ``json_schema``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _with_its_type(self) -> ResponseFormat:
+        if (self.json_schema is not None) != (self.type == "json_schema"):
+            raise PydanticCustomError(
+                "invalid_parameter", "json_schema is required with, and only with, type json_schema"
+            )
+        return self
+
+    @property
+    def constrained(self) -> bool:
+        return self.type != "text"
+
+    @property
+    def schema_or_none(self) -> dict[str, Any] | None:
+        """The schema to follow; None for any JSON object."""
+        return self.json_schema.schema_ if self.json_schema is not None else None
 
 
 class GenerationParameters(BaseModel):
@@ -97,6 +141,11 @@ class GenerationParameters(BaseModel):
         None, max_length=MAX_STOP_TOKEN_IDS, description="Token ids that end the completion."
     )
     ignore_eos: bool | None = Field(None, description="Keep generating past end-of-sequence.")
+    response_format: ResponseFormat | None = Field(
+        None,
+        description="Structured output: json_object or json_schema, by constrained decoding "
+        "(completions too, as vLLM accepts it).",
+    )
     # accepted and ignored: IGNORED_FIELDS
     user: str | None = Field(None, description="End-user id; accepted and ignored.")
     store: bool | None = Field(None, description="Accepted and ignored: nothing is stored.")
@@ -266,7 +315,6 @@ class ChatCompletionRequest(GenerationParameters):
         None, description="Accepted and ignored while no tools are sent."
     )
     functions: list[Any] | None = None
-    response_format: dict[str, Any] | None = None
 
     @field_validator("top_logprobs")
     @classmethod
@@ -289,15 +337,6 @@ class ChatCompletionRequest(GenerationParameters):
     def _no_tool_choice(cls, value: Any) -> Any:
         if value not in (None, "none"):
             raise _unsupported("tool_choice", " (no tool calling)")
-        return value
-
-    @field_validator("response_format")
-    @classmethod
-    def _text_only(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and value.get("type") != "text":
-            raise PydanticCustomError(
-                "unsupported_parameter", "only response_format type 'text' is supported"
-            )
         return value
 
     @property
