@@ -3,6 +3,7 @@
     python scripts/bench.py                              # both modes, 1, 8 and 32 streams
     python scripts/bench.py --levels 1,4,16 --max-tokens 32
     python scripts/bench.py --url http://127.0.0.1:8000  # a running server, as configured
+    python scripts/bench.py --options                    # + the cost of sampling options
 
 1. raw: the model alone in this process (``Model.prefill`` then greedy
    ``Model.decode`` steps, no HTTP): generated tokens/s at batch 1 and at the
@@ -15,6 +16,12 @@
    tokens/s (the usage the service reports), time to first token (TTFT:
    request sent -> first text chunk) and inter-token latency (ITL: gaps
    between text chunks), p50 and p99.
+
+3. with ``--options``: on the continuous-batching service at the top level, the
+   same load with plain greedy requests, logprobs (top 5), n=4 (a quarter of
+   the streams, so the same number of sequences run), penalties plus
+   logit_bias, and a JSON schema (constrained decoding), interleaved over two
+   rounds: generated tokens/s and ITL of each beside plain.
 
 The model runs with INTRA_OP_THREADS=1 (``--threads``): on a small machine the
 engine, the event loop and this client share the cores. It prints a table and
@@ -46,7 +53,34 @@ def prompt(index: int) -> str:
     return f"Story {index}: " + "once upon a time " * (index % 3)
 
 
-def completion_request(target: lib.Target, model: str, index: int, max_tokens: int) -> bytes:
+# --options: what each variant adds to the plain request, and its streams per sequence
+POINT = {
+    "type": "object",
+    "properties": {
+        "x": {"type": "integer", "minimum": -1000, "maximum": 1000},
+        "label": {"type": "string", "maxLength": 64},
+    },
+    "required": ["x", "label"],
+    "additionalProperties": False,
+}
+OPTIONS: dict[str, tuple[dict[str, Any], int]] = {
+    "plain": ({}, 1),
+    "logprobs=5": ({"logprobs": 5}, 1),
+    "n=4": ({"n": 4}, 4),
+    "penalties + logit_bias": (
+        {"presence_penalty": 0.5, "frequency_penalty": 0.5, "logit_bias": {"32": 2.0}},
+        1,
+    ),
+    "json_schema": (
+        {"response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": POINT}}},
+        1,
+    ),
+}
+
+
+def completion_request(
+    target: lib.Target, model: str, index: int, max_tokens: int, extra: dict[str, Any] | None = None
+) -> bytes:
     """Lengths spread over [max_tokens / 2, max_tokens]: sequences finish at different steps."""
     body = {
         "model": model,
@@ -55,6 +89,7 @@ def completion_request(target: lib.Target, model: str, index: int, max_tokens: i
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
+        **(extra or {}),
     }
     return target.request("/v1/completions", json.dumps(body).encode(), JSON)
 
@@ -148,10 +183,51 @@ async def measure(targets: dict[str, lib.Target], args: argparse.Namespace) -> l
     return rows
 
 
+async def measure_options(target: lib.Target, args: argparse.Namespace) -> list[dict]:
+    """Each sampling option at the top level beside plain requests, two interleaved rounds."""
+    reply = await lib.one_reply(target, target.request("/v1/models", method="GET"), "models")
+    model = json.loads(reply.body)["data"][0]["id"]
+    top = max(args.levels)
+    loads: dict[str, list[lib.Load]] = {name: [] for name in OPTIONS}
+    for _ in range(2):
+        for name, (extra, per_stream) in OPTIONS.items():
+            requests = [
+                completion_request(target, model, i, args.max_tokens, extra) for i in range(64)
+            ]
+            streams = max(1, top // per_stream)
+            loads[name].append(
+                await lib.closed_loop(
+                    target,
+                    requests,
+                    streams,
+                    args.duration,
+                    warmup_s=0,
+                    keep_body=True,
+                    stagger_s=0.025,
+                )
+            )
+    rows = []
+    for name, runs in loads.items():
+        figures = [summarise(name, load) for load in runs]
+        rows.append(
+            {
+                "option": name,
+                "streams": max(1, top // OPTIONS[name][1]),
+                "tokens_per_s": [f["tokens_per_s"] for f in figures],
+                "itl_p50_ms": [f["itl_p50_ms"] for f in figures],
+                "errors": sum(f["errors"] for f in figures),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = lib.arguments(__doc__, [1, 8, 32], duration_s=5.0)
     parser.add_argument("--max-tokens", type=int, default=128, help="longest completion")
     parser.add_argument("--threads", type=int, default=1, help="INTRA_OP_THREADS of the servers")
+    parser.add_argument(
+        "--options", action="store_true", help="also measure the cost of sampling options"
+    )
     args = parser.parse_args()
     machine = lib.note_machine()
     settings = Settings(intra_op_threads=args.threads)
@@ -178,6 +254,9 @@ def main() -> None:
             port, _ = stack.enter_context(lib.service(config, log))
             targets[mode] = lib.Target("127.0.0.1", port, args.api_key)
         rows = lib.run(measure(targets, args))
+        options = []
+        if args.options:
+            options = lib.run(measure_options(next(iter(targets.values())), args))
     rows.sort(key=lambda row: (list(targets).index(row["mode"]), row["concurrency"]))
     print()
     print(lib.table(COLUMNS, [cells(row) for row in rows]))
@@ -191,8 +270,28 @@ def main() -> None:
             f"at {top} streams: continuous batching gives {speedup:.1f}x the tokens/s of one "
             f"at a time; TTFT p50 {ttft_ratio:.1f}x its value at {low} stream(s)"
         )
+    if options:
+        plain = np.mean(options[0]["tokens_per_s"])
+        print()
+        print(
+            lib.table(
+                ["option", "streams", "errors", "tokens/s (2 rounds)", "vs plain", "ITL p50 ms"],
+                [
+                    [
+                        row["option"],
+                        row["streams"],
+                        row["errors"],
+                        " / ".join(lib.fmt(v, 0) for v in row["tokens_per_s"]),
+                        f"{np.mean(row['tokens_per_s']) / plain:.2f}x",
+                        " / ".join(lib.fmt(v) for v in row["itl_p50_ms"]),
+                    ]
+                    for row in options
+                ],
+            )
+        )
     lib.write_json(
-        args.out / "llm.json", {"raw_tokens_per_s": raw, "served": rows, "machine": machine}
+        args.out / "llm.json",
+        {"raw_tokens_per_s": raw, "served": rows, "options": options, "machine": machine},
     )
     lib.plot(
         args.out / "llm.png",

@@ -13,7 +13,9 @@ The contract, what the service reads from this module and nothing else:
 - ``Model.prefill(prompts)``: whole prompts (lists of token ids) -> next-token
   logits ``(batch, VOCAB_SIZE)`` and one KV cache per prompt;
 - ``Model.decode(tokens, caches)``: one step: each sequence's last token and
-  its cache -> next-token logits and the grown caches.
+  its cache -> next-token logits and the grown caches. It must not change
+  the caches it is given in place: the n choices of one prompt start from
+  the same prefill cache (``llm/kv_cache.py`` returns new windows).
 
 Both run in the generation engine's thread, never on the event loop. A decode
 batch holds whichever sequences are running, so caches of different lengths
