@@ -78,6 +78,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_llm_model.py",
             "tests/test_llm_sampling.py",
             "tests/test_llm_structured.py",
+            "tests/test_llm_tools.py",
             "tests/test_scheduler.py",
             "tests/test_text.py",
             "tests/test_hf_model.py",  # with backend=torch only (listed there too)

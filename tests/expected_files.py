@@ -85,6 +85,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "schemas",
         "text_stream",
         "tokenizer",
+        "tools",
     )
     | {
         f"{PACKAGE}/serving/openai_models.py",
@@ -95,6 +96,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
         "tests/test_llm_model.py",
         "tests/test_llm_sampling.py",
         "tests/test_llm_structured.py",
+        "tests/test_llm_tools.py",
         "tests/test_scheduler.py",
         "tests/test_text.py",
     },

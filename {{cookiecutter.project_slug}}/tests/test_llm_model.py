@@ -85,7 +85,7 @@ def test_logits_cover_the_declared_vocabulary(model: Model) -> None:
 @pytest.mark.reference
 def test_the_demo_model_answers_as_built(model: Model) -> None:
     """Greedy tokens of the demo's fixed-seed weights (both backends build the same values)."""
-    assert (model.vocab_size, model.context_length) == (259, 256)
+    assert (model.vocab_size, model.context_length) == (259, 1024)
     sequence = model.tokenizer.encode("The demo model says")
     assert len(sequence) == len(b"The demo model says")  # byte-level tokens
     logits, caches = model.prefill([sequence])

@@ -4,7 +4,7 @@ Uses the ``onnx`` package alone (no torch): a small decoder-only transformer
 with fixed-seed weights, shaped by the contract in the service's ``model.py``
 (vocabulary, context length, layers, key/value heads and head size, tensor
 names; the demo: 4 layers, 8 query heads sharing one key/value head of 64,
-256 positions, byte-level vocabulary), exported as
+``CONTEXT_LENGTH`` positions, byte-level vocabulary), exported as
 
 - ``prefill.onnx``: a whole left-padded prompt batch in; next-token logits and
   every layer's keys and values (``present.{i}.key|value``) out;

@@ -68,7 +68,7 @@ from .settings import Settings
 
 # The contract: logits per position, and the most tokens one sequence may hold.
 VOCAB_SIZE = ByteTokenizer.vocab_size  # 256 bytes + <|endoftext|>, <|im_start|>, <|im_end|>
-CONTEXT_LENGTH = 256
+CONTEXT_LENGTH = 1024  # room for a conversation with tools listed in it
 
 # The demo network (DemoLM below); a Hugging Face folder brings its own config.
 DIM = 512

@@ -61,21 +61,32 @@ class GrammarEngine:
 
     def json_schema(self, schema: dict[str, Any] | None, param: str) -> Grammar:
         """A grammar for ``schema`` (None: any JSON object); a bad schema answers 400."""
+        text = json.dumps(schema if schema is not None else {"type": "object"})
+        self._check_size(text, param)
+        try:
+            grammar = LLMatcher.grammar_from_json_schema(text, defaults=JSON_OPTIONS)
+        except ValueError as exc:
+            raise InvalidInput(f"{param}: {exc}", param=param) from None
+        return self._compile(grammar, param)
+
+    def lark(self, text: str, param: str) -> Grammar:
+        """A grammar in llguidance's Lark dialect (JSON schemas inside: ``%json {...}``)."""
+        self._check_size(text, param)
+        return self._compile(LLMatcher.grammar_from_lark(text), param)
+
+    def _check_size(self, text: str, param: str) -> None:
+        if len(text) > MAX_SCHEMA_BYTES:
+            raise InvalidInput(
+                f"the schema has {len(text)} bytes; at most {MAX_SCHEMA_BYTES}", param=param
+            )
+
+    def _compile(self, grammar: str, param: str) -> Grammar:
         if self._tokenizer is None:
             raise InvalidInput(
                 "structured output needs the tokenizer's grammar_tokenizer(), which this "
                 "model's tokenizer does not provide",
                 param=param,
             )
-        text = json.dumps(schema if schema is not None else {"type": "object"})
-        if len(text) > MAX_SCHEMA_BYTES:
-            raise InvalidInput(
-                f"the schema has {len(text)} bytes; at most {MAX_SCHEMA_BYTES}", param=param
-            )
-        try:
-            grammar = LLMatcher.grammar_from_json_schema(text, defaults=JSON_OPTIONS)
-        except ValueError as exc:
-            raise InvalidInput(f"{param}: {exc}", param=param) from None
         failed, messages = LLMatcher.validate_grammar_with_warnings(
             grammar, self._tokenizer, limits=self._limits
         )

@@ -17,8 +17,9 @@ values out. Models whose cache is not one plain key/value pair per layer
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import llguidance
 import torch
@@ -26,7 +27,6 @@ from torch import nn
 
 from ..serving.device import Device
 from ..serving.errors import InvalidInput
-from .tokenizer import ChatMessage
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +56,20 @@ class HuggingFaceTokenizer:
             self._tokenizer, n_vocab=vocab_size, eos_token=sorted(self.eos_token_ids)
         )
 
-    def apply_chat_template(self, messages: Sequence[ChatMessage]) -> list[int]:
+    @property
+    def supports_tools(self) -> bool:
+        """The chat template renders tools itself (it reads the ``tools`` variable)."""
+        return "tools" in (self._tokenizer.chat_template or "")
+
+    def apply_chat_template(
+        self, messages: Sequence[Mapping[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         if not self._tokenizer.chat_template:
             raise InvalidInput(
                 "this model has no chat template; use /v1/completions", param="messages"
             )
         text = self._tokenizer.apply_chat_template(
-            [dict(m) for m in messages], add_generation_prompt=True, tokenize=False
+            [dict(m) for m in messages], tools=tools, add_generation_prompt=True, tokenize=False
         )
         # the template already holds the special tokens it needs
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])

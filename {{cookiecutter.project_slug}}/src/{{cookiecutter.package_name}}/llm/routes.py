@@ -46,8 +46,11 @@ from .schemas import (
     CompletionRequest,
     CompletionResponse,
     GenerationParameters,
+    Tool,
     Usage,
 )
+from .tokenizer import Tokenizer
+from .tools import CallStream, call_grammar, parse, render, template_messages
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -82,22 +85,28 @@ async def create_completion(
 
     def chunk(
         index: int, text: str, finish: str | None, tokens: tuple[TokenLogprob, ...] = ()
-    ) -> dict[str, Any]:
+    ) -> list[dict[str, Any]]:
         logprobs = None
         if params.logprobs is not None and (tokens or text):
             logprobs = completion_logprobs(tokenizer, tokens, offsets[index])
             offsets[index] += sum(len(token) for token in logprobs["tokens"])
         choice = {"index": index, "text": text, "finish_reason": finish, "logprobs": logprobs}
-        return {
-            "id": completion_id,
-            "object": "text_completion",
-            "created": created,
-            "model": settings.model_name,
-            "choices": [choice],
-        }
+        return [
+            {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": settings.model_name,
+                "choices": [choice],
+            }
+        ]
 
     if body.stream:
-        opening = [chunk(i, echoes[i // n], None) for i in range(len(offsets))] if echoes else []
+        opening = (
+            [c for i in range(len(offsets)) for c in chunk(i, echoes[i // n], None)]
+            if echoes
+            else []
+        )
         return await _stream(request, generation, opening, chunk, body.include_usage)
     choices = []
     for index, (text, finish, tokens) in enumerate(
@@ -141,20 +150,32 @@ async def create_chat_completion(
             "max_tokens and max_completion_tokens disagree; send one", param="max_completion_tokens"
         )
     n = _choices(body.n, 1, settings)
-    messages = [{"role": m.role, "content": m.text} for m in body.messages]
+    tokenizer = service.model.tokenizer
+    mode = body.tool_mode
+    tools = body.tools if mode is not None else None
     with tracing.span("tokenize"):
-        prompt_ids = await run_in_threadpool(service.model.tokenizer.apply_chat_template, messages)
+        prompt_ids = await run_in_threadpool(_chat_prompt, body, tools, tokenizer)
+    forced = None
+    if mode is not None and mode != "auto":  # "required" or one named function
+        parallel = mode == "required" and body.parallel_tool_calls is not False
+        forced = call_grammar(body.tools or (), None if mode == "required" else mode, parallel)
     max_tokens = body.max_completion_tokens or body.max_tokens
     params = await sampling_params(
-        body, max_tokens, [prompt_ids], service, settings, "messages", body.top_logprobs_count
+        body,
+        max_tokens,
+        [prompt_ids],
+        service,
+        settings,
+        "messages",
+        body.top_logprobs_count,
+        forced,
     )
     generation = service.submit([prompt_ids], params, n)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-    tokenizer = service.model.tokenizer
 
     def chunk(
         index: int,
-        delta: dict[str, str],
+        delta: dict[str, Any],
         finish: str | None,
         tokens: tuple[TokenLogprob, ...] = (),
     ) -> dict[str, Any]:
@@ -170,29 +191,42 @@ async def create_chat_completion(
         }
 
     if body.stream:
-        opening = [chunk(i, {"role": "assistant", "content": ""}, None) for i in range(n)]
+        opening = [[chunk(i, {"role": "assistant", "content": ""}, None)] for i in range(n)]
+        calls = [CallStream(tools) for _ in range(n)] if tools else None
+
+        def chunks(
+            index: int, text: str, finish: str | None, tokens: tuple[TokenLogprob, ...] = ()
+        ) -> list[dict[str, Any]]:
+            if calls is None:
+                return [chunk(index, {"content": text} if text else {}, finish, tokens)]
+            content, found = calls[index].push(text, final=finish is not None)
+            out = []
+            if content or tokens:
+                out.append(chunk(index, {"content": content} if content else {}, None, tokens))
+            if found:
+                out.append(chunk(index, {"tool_calls": found}, None))
+            if finish is not None:
+                out.append(chunk(index, {}, "tool_calls" if calls[index].calls else finish))
+            return out
+
         return await _stream(
-            request,
-            generation,
-            opening,
-            lambda index, text, finish, tokens=(): chunk(
-                index, {"content": text} if text else {}, finish, tokens
-            ),
-            body.include_usage,
+            request, generation, [c for group in opening for c in group], chunks, body.include_usage
         )
-    choices = [
-        ChatChoice(
-            index=index,
-            message=AssistantMessage(content=text),
-            finish_reason=finish,
-            logprobs=None
-            if params.logprobs is None
-            else ChatLogprobs.model_validate({"content": chat_content(tokenizer, tokens)}),
+    choices = []
+    for index, (text, finish, tokens) in enumerate(
+        await _until_disconnected(request, generation, _collect(generation))
+    ):
+        content, found = parse(text, tools) if tools else (text, [])
+        choices.append(
+            ChatChoice(
+                index=index,
+                message=AssistantMessage(content=content, tool_calls=found),  # type: ignore[arg-type]
+                finish_reason="tool_calls" if found else finish,
+                logprobs=None
+                if params.logprobs is None
+                else ChatLogprobs.model_validate({"content": chat_content(tokenizer, tokens)}),
+            )
         )
-        for index, (text, finish, tokens) in enumerate(
-            await _until_disconnected(request, generation, _collect(generation))
-        )
-    ]
     return ChatCompletionResponse(
         id=completion_id,
         created=created,
@@ -200,6 +234,19 @@ async def create_chat_completion(
         choices=choices,
         usage=_usage(generation),
     )
+
+
+def _chat_prompt(
+    body: ChatCompletionRequest, tools: list[Tool] | None, tokenizer: Tokenizer
+) -> list[int]:
+    """The conversation as token ids: through the model's own template when it renders tools
+    (Hugging Face), otherwise in the default format of ``llm/tools.py``."""
+    if getattr(tokenizer, "supports_tools", False):
+        listed = [tool.model_dump(exclude_none=True) for tool in tools] if tools else None
+        return tokenizer.apply_chat_template(  # type: ignore[call-arg]
+            template_messages(body.messages), tools=listed
+        )
+    return tokenizer.apply_chat_template(render(body.messages, tools))
 
 
 def _choices(n: int | None, prompts: int, settings: Settings) -> int:
@@ -223,8 +270,11 @@ async def sampling_params(
     settings: Settings,
     prompt_param: str,
     logprobs: int | None,
+    forced_calls: str | None = None,
 ) -> SamplingParams:
-    """Check the request against the context length, vocabulary and limits; fill in defaults."""
+    """Check the request against the context length, vocabulary and limits; fill in defaults.
+
+    ``forced_calls`` is the grammar of the tool calls a ``tool_choice`` demands."""
     context_length = service.context_length
     longest = max(len(p) for p in prompts)
     if min(len(p) for p in prompts) == 0:
@@ -267,10 +317,18 @@ async def sampling_params(
             )
     grammar = None
     if body.response_format is not None and body.response_format.constrained:
+        if forced_calls is not None:
+            raise InvalidInput(
+                "a forced tool_choice and a response_format cannot both shape the answer",
+                param="tool_choice",
+            )
         with tracing.span("grammar.compile"):
             grammar = await run_in_threadpool(
                 service.grammar.json_schema, body.response_format.schema_or_none, "response_format"
             )
+    elif forced_calls is not None:
+        with tracing.span("grammar.compile"):
+            grammar = await run_in_threadpool(service.grammar.lark, forced_calls, "tools")
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if body.temperature is None else body.temperature,
@@ -368,7 +426,8 @@ async def _until_disconnected(
     raise ClientClosedRequest("the client closed the connection")
 
 
-Chunk = Callable[..., dict[str, Any]]  # (index, text, finish_reason, logprobs=()) -> chunk
+# (index, text, finish_reason, logprobs=()) -> the SSE chunks (dicts) that carry it
+Chunk = Callable[..., list[dict[str, Any]]]
 
 
 async def _stream(
@@ -402,15 +461,16 @@ async def _events(
         event = first
         while True:
             if event.text or event.logprobs:
-                yield _sse(chunk(event.index, event.text, None, event.logprobs))
+                for item in chunk(event.index, event.text, None, event.logprobs):
+                    yield _sse(item)
             if event.finish_reason is not None:
-                yield _sse(chunk(event.index, "", event.finish_reason))
+                for item in chunk(event.index, "", event.finish_reason):
+                    yield _sse(item)
                 if generation.finished:
                     break
             event = await next_event()
         if include_usage:
-            final = chunk(0, "", None)
-            final["choices"] = []
+            final = {**chunk(0, "", None)[-1], "choices": []}
             final["usage"] = _usage(generation).model_dump()
             yield _sse(final)
     except ServiceError as exc:  # failed mid-stream: the status line is already sent

@@ -254,14 +254,59 @@ class TextPart(BaseModel):
     text: str
 
 
+MAX_TOOLS = 128  # OpenAI's own bound
+TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class FunctionDefinition(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=TOOL_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="A JSON schema of the arguments; absent: no arguments."
+    )
+    strict: bool | None = Field(None, description="Accepted; calls always follow the schema.")
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: FunctionName
+
+
+class CalledFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: str = Field(description="The arguments as a JSON text, as the model wrote them.")
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(BaseModel):
     # extra fields are ignored: clients often send back a whole previous reply
     # (refusal, annotations, audio: null), which must not fail the next turn
     model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
-    tool_calls: list[Any] | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="An assistant turn's calls.")
+    tool_call_id: str | None = Field(None, description="A tool turn: the call it answers.")
     function_call: Any = None
 
     @field_validator("content", mode="before")
@@ -279,12 +324,20 @@ class ChatMessage(BaseModel):
                     )
         return value
 
-    @field_validator("tool_calls", "function_call")
+    @field_validator("function_call")
     @classmethod
-    def _no_tools(cls, value: Any, info: Any) -> Any:
+    def _no_legacy_function_call(cls, value: Any) -> Any:
         if value:
-            raise _unsupported(info.field_name, " (no tool calling)")
+            raise _unsupported("function_call", " (send tool_calls)")
         return value
+
+    @model_validator(mode="after")
+    def _tool_turns(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise PydanticCustomError("missing_tool_call_id", "a tool message needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise PydanticCustomError("invalid_tool_calls", "only assistant turns carry tool_calls")
+        return self
 
     @property
     def text(self) -> str:
@@ -309,10 +362,12 @@ class ChatCompletionRequest(GenerationParameters):
     prediction: dict[str, Any] | None = Field(
         None, description="Predicted output; accepted and ignored (a speed hint)."
     )
-    tools: list[Any] | None = None
-    tool_choice: Any = None
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="Default: auto with tools, none without."
+    )
     parallel_tool_calls: bool | None = Field(
-        None, description="Accepted and ignored while no tools are sent."
+        None, description="Several calls in one answer (default true); at most MAX_TOOL_CALLS."
     )
     functions: list[Any] | None = None
 
@@ -325,19 +380,37 @@ class ChatCompletionRequest(GenerationParameters):
             )
         return value
 
-    @field_validator("tools", "functions")
+    @field_validator("functions")
     @classmethod
-    def _no_tools(cls, value: list[Any] | None, info: Any) -> list[Any] | None:
+    def _no_functions(cls, value: list[Any] | None) -> list[Any] | None:
         if value:
-            raise _unsupported(info.field_name, " (no tool calling)")
+            raise _unsupported("functions", " (send tools)")
         return value
 
     @field_validator("tool_choice")
     @classmethod
-    def _no_tool_choice(cls, value: Any) -> Any:
-        if value not in (None, "none"):
-            raise _unsupported("tool_choice", " (no tool calling)")
+    def _a_choice_among_the_tools(
+        cls, value: str | NamedToolChoice | None, info: ValidationInfo
+    ) -> str | NamedToolChoice | None:
+        names = {tool.function.name for tool in info.data.get("tools") or ()}
+        if isinstance(value, NamedToolChoice) and value.function.name not in names:
+            raise PydanticCustomError(
+                "unknown_tool",
+                "tool_choice names {name!r}, which is not among the tools",
+                {"name": value.function.name[:64]},
+            )
+        if value == "required" and not names:
+            raise PydanticCustomError("no_tools", "tool_choice 'required' needs tools")
         return value
+
+    @property
+    def tool_mode(self) -> str | None:
+        """None (no tools in play), "auto", "required" or the one function's name."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.function.name
+        return self.tool_choice or "auto"
 
     @property
     def top_logprobs_count(self) -> int | None:
@@ -394,13 +467,14 @@ class ChatLogprobs(BaseModel):
 
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: ChatLogprobs | None = None
 
 
