@@ -79,6 +79,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_llm_sampling.py",
             "tests/test_llm_structured.py",
             "tests/test_llm_tools.py",
+            "tests/test_llm_responses.py",
             "tests/test_scheduler.py",
             "tests/test_text.py",
             "tests/test_hf_model.py",  # with backend=torch only (listed there too)

@@ -110,7 +110,7 @@ async def create_completion(
         return await _stream(request, generation, opening, chunk, body.include_usage)
     choices = []
     for index, (text, finish, tokens) in enumerate(
-        await _until_disconnected(request, generation, _collect(generation))
+        await until_disconnected(request, generation, collect(generation))
     ):
         prefix = echoes[index // n] if echoes else ""
         logprobs = None
@@ -126,7 +126,7 @@ async def create_completion(
         created=created,
         model=settings.model_name,
         choices=choices,
-        usage=_usage(generation),
+        usage=usage(generation),
     )
 
 
@@ -151,26 +151,7 @@ async def create_chat_completion(
         )
     n = _choices(body.n, 1, settings)
     tokenizer = service.model.tokenizer
-    mode = body.tool_mode
-    tools = body.tools if mode is not None else None
-    with tracing.span("tokenize"):
-        prompt_ids = await run_in_threadpool(_chat_prompt, body, tools, tokenizer)
-    forced = None
-    if mode is not None and mode != "auto":  # "required" or one named function
-        parallel = mode == "required" and body.parallel_tool_calls is not False
-        forced = call_grammar(body.tools or (), None if mode == "required" else mode, parallel)
-    max_tokens = body.max_completion_tokens or body.max_tokens
-    params = await sampling_params(
-        body,
-        max_tokens,
-        [prompt_ids],
-        service,
-        settings,
-        "messages",
-        body.top_logprobs_count,
-        forced,
-    )
-    generation = service.submit([prompt_ids], params, n)
+    generation, params, tools = await start_chat(body, service, settings, n)
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def chunk(
@@ -214,7 +195,7 @@ async def create_chat_completion(
         )
     choices = []
     for index, (text, finish, tokens) in enumerate(
-        await _until_disconnected(request, generation, _collect(generation))
+        await until_disconnected(request, generation, collect(generation))
     ):
         content, found = parse(text, tools) if tools else (text, [])
         choices.append(
@@ -232,8 +213,37 @@ async def create_chat_completion(
         created=created,
         model=settings.model_name,
         choices=choices,
-        usage=_usage(generation),
+        usage=usage(generation),
     )
+
+
+async def start_chat(
+    body: ChatCompletionRequest, service: GenerationService, settings: Settings, n: int
+) -> tuple[Generation, SamplingParams, list[Tool] | None]:
+    """Tokenise the conversation (tools listed), check the options, and queue ``n`` choices.
+
+    Returns the generation, its parameters and the tools in play (None: no tool calling).
+    The Responses API (``llm/responses.py``) starts its answers here too."""
+    mode = body.tool_mode
+    tools = body.tools if mode is not None else None
+    with tracing.span("tokenize"):
+        prompt_ids = await run_in_threadpool(_chat_prompt, body, tools, service.model.tokenizer)
+    forced = None
+    if mode is not None and mode != "auto":  # "required" or one named function
+        parallel = mode == "required" and body.parallel_tool_calls is not False
+        forced = call_grammar(body.tools or (), None if mode == "required" else mode, parallel)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    params = await sampling_params(
+        body,
+        max_tokens,
+        [prompt_ids],
+        service,
+        settings,
+        "messages",
+        body.top_logprobs_count,
+        forced,
+    )
+    return service.submit([prompt_ids], params, n), params, tools
 
 
 def _chat_prompt(
@@ -384,7 +394,7 @@ def _echo(
     return service.model.tokenizer.decode(ids)
 
 
-def _usage(generation: Generation) -> Usage:
+def usage(generation: Generation) -> Usage:
     return Usage(
         prompt_tokens=generation.prompt_tokens,
         completion_tokens=generation.completion_tokens,
@@ -392,7 +402,7 @@ def _usage(generation: Generation) -> Usage:
     )
 
 
-async def _collect(generation: Generation) -> list[tuple[str, str, list[TokenLogprob]]]:
+async def collect(generation: Generation) -> list[tuple[str, str, list[TokenLogprob]]]:
     """Per choice, in index order: its text, finish reason and logprobs."""
     count = len(generation.sequences)
     parts: list[list[str]] = [[] for _ in range(count)]
@@ -405,7 +415,7 @@ async def _collect(generation: Generation) -> list[tuple[str, str, list[TokenLog
     return [("".join(p), f, t) for p, f, t in zip(parts, finish, tokens, strict=True)]
 
 
-async def _until_disconnected(
+async def until_disconnected(
     request: Request, generation: Generation, work: Coroutine[Any, Any, T]
 ) -> T:
     """Await ``work``; if the client disconnects first, cancel the sequence (freed next step)."""
@@ -438,7 +448,7 @@ async def _stream(
     include_usage: bool,
 ) -> StreamingResponse:
     # wait for the first token before the status line: errors until then get a real status
-    first = await _until_disconnected(request, generation, generation.next_event())
+    first = await until_disconnected(request, generation, generation.next_event())
     return StreamingResponse(
         _events(generation, first, opening, chunk, include_usage),
         media_type="text/event-stream",
@@ -457,24 +467,24 @@ async def _events(
     stream = tracing.stream_span()
     try:
         for item in opening:
-            yield _sse(item)
+            yield sse(item)
         event = first
         while True:
             if event.text or event.logprobs:
                 for item in chunk(event.index, event.text, None, event.logprobs):
-                    yield _sse(item)
+                    yield sse(item)
             if event.finish_reason is not None:
                 for item in chunk(event.index, "", event.finish_reason):
-                    yield _sse(item)
+                    yield sse(item)
                 if generation.finished:
                     break
             event = await next_event()
         if include_usage:
             final = {**chunk(0, "", None)[-1], "choices": []}
-            final["usage"] = _usage(generation).model_dump()
-            yield _sse(final)
+            final["usage"] = usage(generation).model_dump()
+            yield sse(final)
     except ServiceError as exc:  # failed mid-stream: the status line is already sent
-        yield _sse(error_body(exc.message, exc.error_type, exc.code, exc.param))
+        yield sse(error_body(exc.message, exc.error_type, exc.code, exc.param))
     finally:
         generation.cancel()  # no-op once finished; frees the slots when the client went away
         if stream is not None:
@@ -482,5 +492,5 @@ async def _events(
     yield "data: [DONE]\n\n"
 
 
-def _sse(data: dict[str, Any]) -> str:
+def sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"

@@ -9,12 +9,12 @@ from fastapi import APIRouter
 
 from ..serving import openai_models
 from ..settings import Settings
-from . import routes
+from . import responses, routes
 from .generation import GenerationService
 from .scheduler import GenerationObserver
 
 # Behind the API key when one is set.
-PROTECTED_ROUTERS: list[APIRouter] = [routes.router, openai_models.router]
+PROTECTED_ROUTERS: list[APIRouter] = [routes.router, responses.router, openai_models.router]
 OPEN_ROUTERS: list[APIRouter] = []
 
 
