@@ -30,6 +30,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from {{ cookiecutter.package_name }} import model as model_module
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.settings import Settings
 
@@ -99,6 +100,13 @@ def model_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     return out
 
 
+# llm: the context most tests serve (CONTEXT_LENGTH caps it below the model's maximum).
+# Warmup runs every running slot at the longest context, so a service at the demo's 1024
+# tokens takes about ten times as long to start as at 256; the tests that need a long
+# prompt (tools listed in it) ask for context_length=0, the model's own maximum.
+TEST_CONTEXT_LENGTH = 256
+
+
 def make_settings(model_path: Path, **overrides: Any) -> Settings:
     # gpu builds default to DEVICE=cuda without fallback; tests run on whatever is here.
     # One compute thread per model call: test runs share few cores (pytest -n), and
@@ -109,6 +117,9 @@ def make_settings(model_path: Path, **overrides: Any) -> Settings:
         "log_json": False,
         "intra_op_threads": 1,
     }
+    if "context_length" in Settings.model_fields:  # llm: see TEST_CONTEXT_LENGTH
+        declared = getattr(model_module, "CONTEXT_LENGTH", TEST_CONTEXT_LENGTH)
+        values["context_length"] = min(TEST_CONTEXT_LENGTH, declared)
     values.update(overrides)
     return Settings(_env_file=None, **values)
 

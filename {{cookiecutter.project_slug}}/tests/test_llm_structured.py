@@ -187,7 +187,7 @@ def test_schemas_in_one_batch_each_follow_their_own(
         (PERSON, {"seed": 3, "frequency_penalty": 1.0}),
         (POINT, {"seed": 4, "logprobs": True, "top_logprobs": 2}),
         (None, {**plain, "presence_penalty": 1.5}),
-    ] * 2
+    ]
 
     def run(job: tuple[dict[str, Any] | None, dict[str, Any]]) -> str:
         schema, options = job

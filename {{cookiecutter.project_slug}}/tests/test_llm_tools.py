@@ -1,7 +1,10 @@
 """Tool calling through the official ``openai`` client: tools, tool_choice, parallel calls,
 streamed ``delta.tool_calls``, conversations with calls and results; and the Hermes-format
 parser the answers go through. Forced choices are constrained, so whatever the model (the
-demo is random weights), its calls name a tool and their arguments follow its schema."""
+demo is random weights), its calls name a tool and their arguments follow its schema.
+
+The served tests are ``heavy`` (each prompt lists the tools, about 900 byte tokens on the demo):
+the default combination of each backend runs them; the format tests run everywhere."""
 
 from __future__ import annotations
 
@@ -122,7 +125,12 @@ def test_the_default_format_lists_tools_and_writes_turns() -> None:
 # --- served -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def app(model_path: Path) -> FastAPI:
-    return create_app(make_settings(model_path, intra_op_threads=1))
+    # the whole context: a conversation with tools listed in it is long (conftest); 8 slots
+    # (warmup fills each at the longest context) hold every batch these tests send
+    settings = make_settings(model_path, context_length=0)
+    if settings.max_running_sequences > 8:
+        settings = make_settings(model_path, context_length=0, max_running_sequences=8)
+    return create_app(settings)
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +184,7 @@ def check_calls(calls: Any) -> list[tuple[str, Any]]:
     return found
 
 
+@pytest.mark.heavy  # long prompts (the tools listed): the default combinations run it
 def test_required_returns_valid_calls(client: openai.OpenAI, name: str, room: int) -> None:
     for seed in range(3):
         answer = call(
@@ -190,6 +199,7 @@ def test_required_returns_valid_calls(client: openai.OpenAI, name: str, room: in
     assert 1 <= len(check_calls(several.choices[0].message.tool_calls)) <= 4
 
 
+@pytest.mark.heavy  # long prompts (the tools listed): the default combinations run it
 def test_a_named_choice_calls_that_function(client: openai.OpenAI, name: str, room: int) -> None:
     for seed in range(3):
         answer = call(
@@ -202,6 +212,7 @@ def test_a_named_choice_calls_that_function(client: openai.OpenAI, name: str, ro
         assert [n for n, _ in check_calls(answer.choices[0].message.tool_calls)] == ["clock"]
 
 
+@pytest.mark.heavy  # long prompts (the tools listed): the default combinations run it
 def test_streamed_calls_match_the_whole_answer(client: openai.OpenAI, name: str, room: int) -> None:
     options = {"tool_choice": "required", "parallel_tool_calls": False, "seed": 2}
     whole = check_calls(call(client, name, room, **options).choices[0].message.tool_calls)
@@ -218,6 +229,7 @@ def test_streamed_calls_match_the_whole_answer(client: openai.OpenAI, name: str,
     assert finish == "tool_calls"
 
 
+@pytest.mark.heavy  # long prompts (the tools listed): the default combinations run it
 def test_a_conversation_with_calls_and_results_goes_on(
     client: openai.OpenAI, name: str, room: int
 ) -> None:
@@ -242,6 +254,7 @@ def test_a_conversation_with_calls_and_results_goes_on(
     assert plain.choices[0].message.tool_calls in (None, [])
 
 
+@pytest.mark.heavy  # long prompts (the tools listed): the default combinations run it
 def test_calls_and_other_requests_share_a_batch(
     client: openai.OpenAI, name: str, app: FastAPI, room: int
 ) -> None:
@@ -250,7 +263,7 @@ def test_calls_and_other_requests_share_a_batch(
         {"tool_choice": {"type": "function", "function": {"name": "weather"}}, "seed": 2},
         {"tool_choice": "none", "max_tokens": 12, "temperature": 0},
         {"tool_choice": "required", "parallel_tool_calls": False, "seed": 3, "logprobs": True},
-    ] * 2
+    ]
 
     def run(options: dict[str, Any]) -> Any:
         message = call(client, name, room, **options).choices[0].message
