@@ -96,6 +96,8 @@ def llm(client: httpx.Client, name: str) -> Callable[[httpx.Client], int]:
     }
     expect(client.post("/v1/chat/completions", json=chat), 200)
     expect(client.post("/v1/chat/completions", json={**chat, "stream": True}), 200)
+    response = {"model": name, "input": "Count to three.", "max_output_tokens": 4}
+    expect(client.post("/v1/responses", json=response), 200)
     expect(client.post("/v1/completions", json={**prompt, "max_tokenz": 4}), 400, 422)
     long = {**prompt, "max_tokens": 48}
 
