@@ -79,6 +79,13 @@ LLM = {
     "inference_running_sequences",
     "inference_waiting_sequences",
     "inference_kv_cache_usage_ratio",
+    "inference_request_generation_tokens_bucket",
+    "inference_request_generation_tokens_count",
+    "inference_request_generation_tokens_sum",
+    "inference_request_sequences_bucket",
+    "inference_request_sequences_count",
+    "inference_request_sequences_sum",
+    "inference_grammar_seconds_total",
 }
 # the same sequence state under the model-server protocol's (vLLM's) names, for the inference
 # gateway's endpoint picker; the dashboard shows the inference_ twins
@@ -109,6 +116,7 @@ LLM_PANELS = {
     "Tokens per second",
     "Sequences",
     "KV cache usage",
+    "Per request",
 }
 
 # Runs in a subprocess with the baked src on the path: exercise every observer
