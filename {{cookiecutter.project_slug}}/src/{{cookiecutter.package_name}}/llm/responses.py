@@ -377,6 +377,23 @@ async def _stream(
         sequence += 1
         return f"event: {kind}\n{sse(data)}"
 
+    def open_message(index: int) -> list[str]:
+        """The events that open the message item at ``index`` and its one text part."""
+        return [
+            event(
+                "response.output_item.added",
+                output_index=index,
+                item=shell.message("", "in_progress"),
+            ),
+            event(
+                "response.content_part.added",
+                item_id=shell.message_id,
+                output_index=index,
+                content_index=0,
+                part=shell.text_part(""),
+            ),
+        ]
+
     calls = CallStream(tools) if tools else None
     items: list[dict[str, Any]] = []  # finished output items, in output order
     text, message_index = "", None  # the message item's text and output index, once opened
@@ -395,18 +412,8 @@ async def _stream(
                 if message_index is None:
                     message_index = len(items)
                     items.append({})  # its place; filled in when it closes
-                    yield event(
-                        "response.output_item.added",
-                        output_index=message_index,
-                        item=shell.message("", "in_progress"),
-                    )
-                    yield event(
-                        "response.content_part.added",
-                        item_id=shell.message_id,
-                        output_index=message_index,
-                        content_index=0,
-                        part=shell.text_part(""),
-                    )
+                    for opening in open_message(message_index):
+                        yield opening
                 text += content
                 yield event(
                     "response.output_text.delta",
@@ -443,16 +450,8 @@ async def _stream(
         if message_index is None and not items:  # an empty answer is still a message
             message_index = 0
             items.append({})
-            yield event(
-                "response.output_item.added", output_index=0, item=shell.message("", "in_progress")
-            )
-            yield event(
-                "response.content_part.added",
-                item_id=shell.message_id,
-                output_index=0,
-                content_index=0,
-                part=shell.text_part(""),
-            )
+            for opening in open_message(0):
+                yield opening
         if message_index is not None:
             where = {"item_id": shell.message_id, "output_index": message_index, "content_index": 0}
             yield event("response.output_text.done", **where, text=text, logprobs=[])

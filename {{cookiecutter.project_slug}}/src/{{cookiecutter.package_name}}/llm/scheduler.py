@@ -185,8 +185,6 @@ class Generation:
         eos: frozenset[int],
         timeout_s: float | None = None,
     ) -> None:
-        self.params = params
-        self.n = n
         self.prompts = [list(p) for p in prompts]
         self.timeout_s = timeout_s
         self.arrived = time.perf_counter()

@@ -6,7 +6,7 @@ work unchanged; vLLM's sampling extensions (``repetition_penalty``,
 accepts them. Three kinds of fields:
 
 - implemented: they change the answer as documented;
-- ``IGNORED_FIELDS``: accepted and ignored, because they cannot change the
+- fields described "Accepted and ignored": they cannot change the
   answer of this server (storage, metadata, routing and caching hints that
   SDKs and agent frameworks send by default);
 - everything else, a misspelt field included, is refused with a 400 that
@@ -33,17 +33,6 @@ MAX_STOP_TOKEN_IDS = 16
 MAX_LOGIT_BIAS = 300  # OpenAI's own bound on logit_bias entries
 MAX_TOP_LOGPROBS = 20  # chat; OpenAI's bound
 MAX_COMPLETION_LOGPROBS = 5  # completions; OpenAI's bound
-# Accepted and ignored (documented in docs/reference/api.md): none changes the answer here.
-IGNORED_FIELDS = (
-    "user",
-    "store",
-    "metadata",
-    "service_tier",
-    "prompt_cache_key",
-    "safety_identifier",
-    "prediction",
-    "stream_options.include_obfuscation",
-)
 
 
 def _unsupported(name: str, hint: str = "") -> PydanticCustomError:
@@ -146,7 +135,7 @@ class GenerationParameters(BaseModel):
         description="Structured output: json_object or json_schema, by constrained decoding "
         "(completions too, as vLLM accepts it).",
     )
-    # accepted and ignored: IGNORED_FIELDS
+    # accepted and ignored: none changes the answer here (docs/reference/apis.md lists them)
     user: str | None = Field(None, description="End-user id; accepted and ignored.")
     store: bool | None = Field(None, description="Accepted and ignored: nothing is stored.")
     metadata: dict[str, str] | None = Field(None, description="Accepted and ignored.")

@@ -191,7 +191,7 @@ class CallStream:
     calls: int = 0
     _held: str = ""
     _inside: bool = False
-    _names: set[str] = field(default_factory=set)
+    _names: set[str] = field(init=False)
 
     def __post_init__(self) -> None:
         self._names = {tool.function.name for tool in self.tools}
