@@ -8,7 +8,7 @@ JOBS ?= 2
 # CI images set it) each one recompiles them (measured: 8.4 s vs 5.9 s to collect a suite).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: demo test test-fast test-matrix test-update lint docs bench clean tools system-tools
+.PHONY: demo test test-fast test-matrix test-update lint docs bench bench-peers clean tools system-tools
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -75,6 +75,11 @@ docs: $(STAMP)
 ## bench: bake the default service and run its benchmark (prints a table, writes a PNG)
 bench: $(STAMP)
 	$(PYTHON) scripts/bench_default.py
+
+## bench-peers: the default vision service against LitServe on the same model, side by side
+bench-peers: $(STAMP)
+	$(PYTHON) -m pip install --quiet --group bench
+	$(PYTHON) scripts/bench_peers.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .ruff_cache .demo bench-results $(GRAFANA_SCHEMA)/node_modules

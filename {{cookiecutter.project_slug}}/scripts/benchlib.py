@@ -379,8 +379,8 @@ def serve_body_only() -> None:
     settings = Settings()
     # this file runs as a script: its folder is on sys.path (and a spawned worker's)
     app = f"{Path(__file__).stem}:{body_only_app.__name__}"
-    config = guarded_config(settings, app, workers=settings.workers)
-    if settings.workers > 1:
+    config = guarded_config(settings, app, workers=settings.worker_processes)
+    if settings.worker_processes > 1:
         Multiprocess(config, sockets=[config.bind_socket()]).run()
     else:
         uvicorn.Server(config).run()

@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package_name }}.serving.cpus import cgroup_cpu_quota, compute_threads, usable_cpus
+from {{ cookiecutter.package_name }}.serving.cpus import (
+    AUTO_WORKERS_CAP,
+    cgroup_cpu_quota,
+    compute_threads,
+    server_workers,
+    usable_cpus,
+)
 
 AFFINITY = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -62,10 +68,24 @@ def test_compute_threads_share_the_cpus_among_parallel_calls(tmp_path: Path) -> 
     assert compute_threads(3, 2, four) == 3  # INTRA_OP_THREADS wins
 
 
+def test_workers_follow_the_cpus_on_a_cpu_device_and_are_one_on_a_gpu(tmp_path: Path) -> None:
+    three = cgroup_v2(tmp_path / "a", "300000 100000")
+    assert server_workers(0, True, three) == min(usable_cpus(three), 3)
+    assert server_workers(0, False, three) == 1  # a GPU: one process, MODEL_INSTANCES copies
+    assert server_workers(5, False, three) == 5  # WORKERS wins
+    many = cgroup_v2(tmp_path / "b", "max 100000")
+    assert server_workers(0, True, many) == min(AFFINITY, AUTO_WORKERS_CAP)
+
+
 def test_the_settings_count_every_model_call_that_runs_at_once() -> None:
     from {{ cookiecutter.package_name }}.settings import Settings
 
     assert Settings(_env_file=None, workers=3).parallel_model_calls % 3 == 0
-{%- if cookiecutter.workload != 'llm' %}
+{%- if cookiecutter.workload == 'llm' %}
+    assert Settings(_env_file=None, workers=0).worker_processes == 1  # one scheduler
+{%- else %}
     assert Settings(_env_file=None, workers=2, model_instances=3).parallel_model_calls == 6
+    derived = Settings(_env_file=None, workers=0, device="cpu")
+    assert derived.worker_processes == server_workers(0, True)
+    assert Settings(_env_file=None, workers=0, device="cuda").worker_processes == 1
 {%- endif %}

@@ -33,7 +33,8 @@ class FakeService(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), FakeService)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    # polled every 20 ms, not 0.5 s: shutdown() waits for the next poll
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     yield httpd
     httpd.shutdown()

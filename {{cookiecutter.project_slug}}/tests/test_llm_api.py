@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -373,26 +374,24 @@ def test_one_slot_refuses_when_full_and_frees_the_slot_of_a_client_that_left(
 def test_a_stream_whose_model_call_stalls_ends_with_a_timeout_error(model_path: Path) -> None:
     """The first token arrives; then decode hangs past REQUEST_TIMEOUT_S: an error event, not
     a stream that never ends, and the service serves again once the call returns."""
-    stall = {"decode": False}
-    stall_s = 2.5
+    stall = threading.Event()  # set: decode stalls ...
+    release = threading.Event()  # ... until this is set (10 s at most)
 
     class StallingModel(Model):
         def decode(self, *args: Any, **kwargs: Any) -> Any:
-            if stall["decode"]:
-                time.sleep(stall_s)
+            if stall.is_set():
+                release.wait(10)
             return super().decode(*args, **kwargs)
 
     settings = make_settings(model_path, request_timeout_s=0.5, intra_op_threads=1)
     with live_server(create_app(settings, model_factory=StallingModel)) as address:
         client = openai.OpenAI(base_url=f"http://{address}/v1", api_key="-", max_retries=0)
-        stall["decode"] = True
-        started = time.perf_counter()
+        stall.set()
         stream = complete(client, settings.model_name, "hang after this", stream=True)
         first = next(iter(stream))
         assert first.choices[0].text
         with pytest.raises(openai.APIError, match=r"no token within 0\.5 s"):
-            list(stream)
-        assert time.perf_counter() - started < stall_s - 0.3  # before the call returned
-        stall["decode"] = False
-        time.sleep(stall_s)  # the stalled call returns; its sequence is dropped
+            list(stream)  # while the call is still stalled: it returns only when released
+        stall.clear()
+        release.set()  # the stalled call returns; its sequence is dropped
         assert complete(client, settings.model_name, "again", max_tokens=2).choices[0].text

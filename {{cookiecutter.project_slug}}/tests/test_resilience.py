@@ -150,11 +150,12 @@ def test_an_exception_in_the_model_fails_only_its_batch(model_path: Path) -> Non
 
 
 def test_a_stalled_model_call_is_bounded_by_the_timeout(model_path: Path) -> None:
-    stall = threading.Event()
+    stall = threading.Event()  # set: compute calls stall ...
+    release = threading.Event()  # ... until this is set
 
     def maybe_stall(_name: str) -> None:
         if stall.is_set():
-            time.sleep(1.5)
+            release.wait(10)
 
     settings = make_settings(model_path, request_timeout_s=0.3)
     app = create_app(settings, model_factory=wrapped_model(maybe_stall))
@@ -168,7 +169,7 @@ def test_a_stalled_model_call_is_bounded_by_the_timeout(model_path: Path) -> Non
             assert response.json()["error"]["code"] == "request_timeout"
             assert time.perf_counter() - started < 1.2
             stall.clear()
-            await asyncio.sleep(1.5)  # the stalled call returns; the service serves again
+            release.set()  # the stalled call returns; the service serves again
             assert (await workload.send(client, 1)).status_code == 200
 
     run_async(scenario())
@@ -250,6 +251,8 @@ def start_server(model_path: Path, port: int, delay_s: float, **env: Any) -> sub
         f"{ENV_PREFIX}CPU_FALLBACK": "true",
         f"{ENV_PREFIX}LOG_JSON": "false",
         f"{ENV_PREFIX}INTRA_OP_THREADS": "1",
+        # one process: the model is slowed in this one (spawned workers would import it afresh)
+        f"{ENV_PREFIX}WORKERS": "1",
         **{f"{ENV_PREFIX}{key.upper()}": str(value) for key, value in env.items()},
     }
     return subprocess.Popen(

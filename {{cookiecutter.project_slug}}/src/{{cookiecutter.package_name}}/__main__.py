@@ -1,6 +1,12 @@
 """``python -m {{ cookiecutter.package_name }}``: serve with uvicorn, draining gracefully on SIGTERM.
 
-One process (``WORKERS=1``, the default): the port is bound first (a busy port
+{% if cookiecutter.workload == 'llm' -%}
+One process (``WORKERS=1``, and the default, 0: one scheduler batches every
+sequence): the port is bound first (a busy port
+{% else -%}
+One process (``WORKERS=1``, or the default, 0, on a GPU): the port is bound
+first (a busy port
+{% endif -%}
 fails in a second, before the model loads). On SIGTERM (or Ctrl-C) readiness
 turns 503 at once so load balancers stop sending traffic, new inference
 requests and uploads still arriving are refused with 503, queued and running
@@ -9,12 +15,12 @@ requests finish, and the process exits 0: all of it within SHUTDOWN_TIMEOUT_S
 signal stops at once, with exit status 128 + its number (130 for SIGINT, 143
 for SIGTERM).
 
-Several processes (``WORKERS=N``): uvicorn's supervisor binds the socket and
-starts N workers; each builds the app and loads its own copy of the model, and
-one that dies is replaced. On SIGTERM the supervisor passes the signal to every
-worker, which stops accepting connections, lets its in-flight requests (queued
-ones included) finish within SHUTDOWN_TIMEOUT_S, drains its batcher and exits;
-then the supervisor exits 0. Readiness does not turn 503 first (the listening
+Several processes (``WORKERS=N``{{ '' if cookiecutter.workload == 'llm' else ', or 0 on a CPU device: one per usable CPU' }}):
+uvicorn's supervisor binds the socket and starts N workers; each builds the app
+and loads its own copy of the model, and one that dies is replaced. On SIGTERM
+the supervisor passes the signal to every worker, which stops accepting
+connections, lets its in-flight requests (queued ones included) finish within
+SHUTDOWN_TIMEOUT_S, drains its batcher and exits; then the supervisor exits 0. Readiness does not turn 503 first (the listening
 socket just stops being served), so where a load balancer must notice first,
 delay the SIGTERM (a Kubernetes preStop sleep).
 {%- if cookiecutter.monitoring == 'prometheus' %}
@@ -144,7 +150,7 @@ def serve(settings: Settings) -> None:
 def serve_workers(settings: Settings) -> None:
     """Several processes, supervised; each worker calls ``create_app()`` itself."""
     config = guarded_config(
-        settings, f"{__package__}.main:create_app", factory=True, workers=settings.workers
+        settings, f"{__package__}.main:create_app", factory=True, workers=settings.worker_processes
     )
     supervisor = Multiprocess(config, sockets=[config.bind_socket()])
     supervisor.run()
@@ -167,7 +173,7 @@ def load_settings() -> Settings:
 
 def main() -> None:
     settings = load_settings()
-    if settings.workers == 1:
+    if settings.worker_processes == 1:
         serve(settings)
         return
 {%- if cookiecutter.monitoring == 'prometheus' %}

@@ -18,6 +18,10 @@ from typing import {{ '' if cookiecutter.workload == 'vision' else 'Annotated, '
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, {{ '' if cookiecutter.workload == 'vision' else 'NoDecode, ' }}SettingsConfigDict
+{%- if cookiecutter.workload != 'llm' %}
+
+from .serving.cpus import server_workers
+{%- endif %}
 
 ENV_PREFIX = "{{ cookiecutter.package_name.upper() }}_"
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -288,12 +292,19 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", description="Interface to listen on.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     workers: int = Field(
-        1,
-        ge=1,
+        0,
+        ge=0,
         le=64,
-        description="Server processes, each with its own copy of the model. More than 1 spreads "
-        "request parsing and pre/post-processing over CPU cores; on a GPU prefer 1 with "
-        "MODEL_INSTANCES (one copy of the weights per worker, per GPU).",
+{%- if cookiecutter.workload == 'llm' %}
+        description="Server processes, each with its own copy of the model and its own "
+        "scheduler. 0: one, whose scheduler batches every running sequence (several would "
+        "split the batch and the KV-cache memory).",
+{%- else %}
+        description="Server processes, each with its own copy of the model: more spread request "
+        "parsing and pre/post-processing over CPU cores. 0: derived, one per CPU this process "
+        "may use (its affinity, capped by the container's CPU quota), at most 8, when the model "
+        "computes on the CPU (DEVICE=cpu); 1 on a GPU, where MODEL_INSTANCES adds copies.",
+{%- endif %}
     )
     max_body_bytes: int = Field(
 {%- if cookiecutter.workload == 'vision' %}
@@ -468,9 +479,14 @@ class Settings(BaseSettings):
         return self.max_running_sequences
 
     @property
+    def worker_processes(self) -> int:
+        """WORKERS, or (0) one: see its description."""
+        return self.workers or 1
+
+    @property
     def parallel_model_calls(self) -> int:
         """Model calls that may run at once: one scheduler step per worker process."""
-        return self.workers
+        return self.worker_processes
 {%- else %}
 
     @model_validator(mode="after")
@@ -487,9 +503,14 @@ class Settings(BaseSettings):
         return self.max_batch_wait_ms / 1000.0
 
     @property
+    def worker_processes(self) -> int:
+        """WORKERS, or (0) derived from the CPUs: see its description."""
+        return server_workers(self.workers, cpu_inference=self.device == "cpu")
+
+    @property
     def parallel_model_calls(self) -> int:
         """Model calls that may run at once: MODEL_INSTANCES in each worker process."""
-        return self.workers * self.model_instances
+        return self.worker_processes * self.model_instances
 {%- endif %}
 
 

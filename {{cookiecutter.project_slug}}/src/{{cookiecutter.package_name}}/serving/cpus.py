@@ -1,4 +1,4 @@
-"""The CPUs this process may use, and how many compute threads one model call gets.
+"""The CPUs this process may use, and the server processes and compute threads they get.
 
 ``os.cpu_count()`` counts the host's cores. In a container limited to 2 CPUs on a 64-core
 node, runtimes that size their thread pools from the host (onnxruntime and torch both
@@ -52,3 +52,17 @@ def compute_threads(intra_op_threads: int, parallel_calls: int, root: Path = CGR
     if intra_op_threads:
         return intra_op_threads
     return max(1, usable_cpus(root) // parallel_calls)
+
+
+# Each server process holds its own copy of the model: past a few processes the memory
+# grows while the gain (request parsing and pre/post-processing over more cores) does not.
+AUTO_WORKERS_CAP = 8
+
+
+def server_workers(workers: int, cpu_inference: bool, root: Path = CGROUP_ROOT) -> int:
+    """``WORKERS``, or (0) one server process per usable CPU, at most ``AUTO_WORKERS_CAP``,
+    when the model computes on the CPU; one when it computes on a GPU (every process
+    would hold its own CUDA context and weights: use ``MODEL_INSTANCES`` there)."""
+    if workers:
+        return workers
+    return min(usable_cpus(root), AUTO_WORKERS_CAP) if cpu_inference else 1
