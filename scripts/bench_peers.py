@@ -27,7 +27,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -154,11 +153,9 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                 log = logs / f"{scenario}-{server}-{round_index}.log"
                 if server == "service":
                     spawned = lib.service(extra, log)
-                else:  # litserve answers SIGTERM with its own exit status
+                else:
                     command = [sys.executable, str(PEER), *peer_options]
-                    spawned = lib.spawned(
-                        command, {}, log, "/health", clean_exits=(0, 1, -signal.SIGTERM)
-                    )
+                    spawned = lib.spawned(command, {}, log, "/health")
                 with spawned as (port, pid):
                     lib.run(measure(server, scenario, port, pid))
             for kind in kinds:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import signal
 from typing import Any
 
 import litserve as ls
@@ -73,6 +74,9 @@ def main() -> None:
     args = parser.parse_args()
     api = VisionPeer(max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout)
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=args.workers)
+    # LitServe stops its API servers and inference workers on Ctrl-C only; a SIGTERM would
+    # end this process and leave them running (and busy): make SIGTERM a Ctrl-C
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     server.run(port=args.port, log_level="warning", generate_client_file=False)
 
 

@@ -20,9 +20,10 @@ uvicorn's supervisor binds the socket and starts N workers; each builds the app
 and loads its own copy of the model, and one that dies is replaced. On SIGTERM
 the supervisor passes the signal to every worker, which stops accepting
 connections, lets its in-flight requests (queued ones included) finish within
-SHUTDOWN_TIMEOUT_S, drains its batcher and exits; then the supervisor exits 0. Readiness does not turn 503 first (the listening
-socket just stops being served), so where a load balancer must notice first,
-delay the SIGTERM (a Kubernetes preStop sleep).
+SHUTDOWN_TIMEOUT_S, drains its batcher and exits; then the supervisor exits 0.
+Readiness does not turn 503 first (the listening socket just stops being
+served), so where a load balancer must notice first, delay the SIGTERM (a
+Kubernetes preStop sleep).
 {%- if cookiecutter.monitoring == 'prometheus' %}
 ``/metrics`` merges the metrics of all workers, whichever one answers.
 {%- endif %}

@@ -186,7 +186,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads one model call may use on the CPU; 0: the CPUs this process may "
         "use (its affinity, capped by the container's CPU quota) shared out among the model "
-        "calls that run at once (WORKERS, times MODEL_INSTANCES where there is that setting).",
+{%- if cookiecutter.backend == 'onnxruntime' %}
+        "calls one process runs at once{{ '' if cookiecutter.workload == 'llm' else ' (MODEL_INSTANCES)' }}: onnxruntime's idle threads sleep, so "
+        "the WORKERS processes need not split the cores, and a lone request gets them all.",
+{%- else %}
+        "calls that run at once (WORKERS, times MODEL_INSTANCES where there is that setting): "
+        "torch's idle threads spin a while, so every process gets its share.",
+{%- endif %}
     )
 {%- if cookiecutter.workload == 'llm' %}
 
@@ -484,6 +490,11 @@ class Settings(BaseSettings):
         return self.workers or 1
 
     @property
+    def model_calls_per_process(self) -> int:
+        """Model calls one process may run at once: its scheduler's step."""
+        return 1
+
+    @property
     def parallel_model_calls(self) -> int:
         """Model calls that may run at once: one scheduler step per worker process."""
         return self.worker_processes
@@ -506,6 +517,11 @@ class Settings(BaseSettings):
     def worker_processes(self) -> int:
         """WORKERS, or (0) derived from the CPUs: see its description."""
         return server_workers(self.workers, cpu_inference=self.device == "cpu")
+
+    @property
+    def model_calls_per_process(self) -> int:
+        """Model calls one process may run at once: one per model instance."""
+        return self.model_instances
 
     @property
     def parallel_model_calls(self) -> int:
