@@ -497,7 +497,7 @@ class Settings(BaseSettings):
     @property
     def parallel_model_calls(self) -> int:
         """Model calls that may run at once: one scheduler step per worker process."""
-        return self.worker_processes
+        return self.worker_processes * self.model_calls_per_process
 {%- else %}
 
     @model_validator(mode="after")
@@ -526,7 +526,7 @@ class Settings(BaseSettings):
     @property
     def parallel_model_calls(self) -> int:
         """Model calls that may run at once: MODEL_INSTANCES in each worker process."""
-        return self.worker_processes * self.model_instances
+        return self.worker_processes * self.model_calls_per_process
 {%- endif %}
 
 
