@@ -126,7 +126,6 @@ def main() -> int:
             target = lib.Target("127.0.0.1", port)
             request = target.request(path, body, headers)
             lib.run(lib.one_reply(target, request, "the first request"))
-            names = thread_names(pid)
 
             async def window() -> tuple[float, dict[str, float]]:
                 async def read_cpu() -> dict[str, float]:
@@ -143,8 +142,9 @@ def main() -> int:
                 return load.ok_per_s, cpu
 
             rate, cpu = lib.run(window())
+            names = thread_names(pid)  # after the load: the pools have started their threads
             raw = workdir / "py-spy.txt"
-            record = ["record", "-p", str(pid), "-r", "200", "-d", str(args.seconds)]
+            record = ["record", "-p", str(pid), "-r", "200", "-d", str(round(args.seconds))]
             spy = subprocess.Popen(
                 [str(PY_SPY), *record, "--threads", "--idle", "-f", "raw", "-o", str(raw)],
                 stdout=subprocess.DEVNULL,
