@@ -13,16 +13,13 @@ services' runtime dependencies), with the project's `src` on `PYTHONPATH`.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from cookiecutter.main import cookiecutter
-
-TEMPLATE = Path(__file__).resolve().parents[1]
+from baked_default import TEMPLATE, bake_default
 
 
 def main() -> int:
@@ -32,19 +29,16 @@ def main() -> int:
     args, bench_args = parser.parse_known_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-default-"))
     try:
-        project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
-        print(f"baked the default service into {project}", flush=True)
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(project / "src"), os.environ.get("PYTHONPATH")])
-            ),
-        }
-        python = sys.executable
-        subprocess.run([python, "scripts/make_demo_model.py"], cwd=project, env=env, check=True)
+        project = bake_default(workdir)
         args.out.mkdir(parents=True, exist_ok=True)
-        command = [python, "scripts/bench.py", "--out", str(args.out.resolve()), *bench_args]
-        return subprocess.run(command, cwd=project, env=env, check=False).returncode
+        command = [
+            sys.executable,
+            "scripts/bench.py",
+            "--out",
+            str(args.out.resolve()),
+            *bench_args,
+        ]
+        return subprocess.run(command, cwd=project, check=False).returncode
     finally:
         if args.keep:
             print(f"kept {workdir}")

@@ -27,16 +27,14 @@ import base64
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cookiecutter.main import cookiecutter
+from baked_default import TEMPLATE, bake_default
 
-TEMPLATE = Path(__file__).resolve().parents[1]
 PEER = TEMPLATE / "scripts" / "litserve_peer.py"
 
 # scenario: (the service's extra settings, litserve_peer.py's options)
@@ -110,12 +108,7 @@ def main() -> int:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
-    project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(project / "src"), os.environ.get("PYTHONPATH")])
-    )
-    subprocess.run([sys.executable, "scripts/make_demo_model.py"], cwd=project, check=True)
-    sys.path[:0] = [str(project / "scripts"), str(project / "src")]
+    project = bake_default(workdir)
     import bench  # the baked project's scripts/bench.py: its request builders
     import benchlib as lib
     from ai_service.settings import Settings

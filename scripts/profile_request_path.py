@@ -36,9 +36,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cookiecutter.main import cookiecutter
+from baked_default import bake_default
 
-TEMPLATE = Path(__file__).resolve().parents[1]
 PY_SPY = Path(sys.executable).with_name("py-spy")
 # stage: substrings of py-spy frames ("function (file:line)"); the innermost match wins
 STAGES = [
@@ -109,12 +108,7 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="profile-"))
     try:
-        project = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(workdir)))
-        os.environ["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(project / "src"), os.environ.get("PYTHONPATH")])
-        )
-        subprocess.run([sys.executable, "scripts/make_demo_model.py"], cwd=project, check=True)
-        sys.path[:0] = [str(project / "scripts"), str(project / "src")]
+        project = bake_default(workdir)
         import bench  # the baked project's scripts/bench.py: its request builders
         import benchlib as lib
         from ai_service.settings import Settings
