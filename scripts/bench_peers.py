@@ -49,29 +49,22 @@ SCENARIOS: dict[str, tuple[dict[str, str], list[str]]] = {
 }
 
 
-def requests(lib: Any, bench: Any, model_name: str) -> dict[str, dict[str, tuple]]:
+def requests(bench: Any, model_name: str) -> dict[str, dict[str, tuple]]:
     """Per request kind, per server: (path, body, headers); the bodies carry the same data."""
     jpeg_path, jpeg, jpeg_headers = bench.classify_jpeg(model_name)
     v2_path, v2_body, v2_headers = bench.v2_binary(model_name)
     head_length = int(v2_headers["Inference-Header-Content-Length"])
     tensor = v2_body[head_length:]  # the raw float32 row after the v2 JSON header
-    as_json = {"Content-Type": "application/json"}
+
+    def litserve(field: str, data: bytes) -> tuple[str, bytes, dict[str, str]]:
+        body = json.dumps({field: base64.b64encode(data).decode()}).encode()
+        return "/predict", body, {"Content-Type": "application/json"}
+
     return {
-        "jpeg": {
-            "service": (jpeg_path, jpeg, jpeg_headers),
-            "litserve": (
-                "/predict",
-                json.dumps({"image": base64.b64encode(jpeg).decode()}).encode(),
-                as_json,
-            ),
-        },
+        "jpeg": {"service": (jpeg_path, jpeg, jpeg_headers), "litserve": litserve("image", jpeg)},
         "tensor": {
             "service": (v2_path, v2_body, v2_headers),
-            "litserve": (
-                "/predict",
-                json.dumps({"tensor": base64.b64encode(tensor).decode()}).encode(),
-                as_json,
-            ),
+            "litserve": litserve("tensor", tensor),
         },
     }
 
@@ -114,7 +107,7 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     from ai_service.settings import Settings
 
     os.chdir(project)
-    kinds = requests(lib, bench, Settings().model_name)
+    kinds = requests(bench, Settings().model_name)
     levels = [int(part) for part in args.levels.split(",")]
     machine = lib.note_machine()
     logs = args.out / "peers"

@@ -7,9 +7,9 @@ pre- and post-processing of the service, by calling its ``Model`` (``load``,
 ``preprocess``, ``predict``, ``postprocess``) with the service's default settings
 (so onnxruntime gets the same thread count), in LitServe's own request format: a
 JSON body with a base64 field. ``{"image": <base64 JPEG/PNG>}`` answers the top 5
-labels like ``/v1/classify``; ``{"tensor": <base64 float32 input_shape row>}`` answers
-the raw logits like the v2 route. Both kinds share one ``LitAPI``, so LitServe runs one
-set of inference workers, as the service runs one model.
+labels like ``/v1/classify`` (ranked by its ``top_k``); ``{"tensor": <base64 float32
+input_shape row>}`` answers the raw logits like the v2 route. Both kinds share one
+``LitAPI``, so LitServe runs one set of inference workers, as the service runs one model.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import litserve as ls
 import numpy as np
 from ai_service.model import Model
 from ai_service.settings import ENV_PREFIX, Settings
+from ai_service.vision.classify import top_k
 
 TOP_K = 5
 
@@ -56,13 +57,8 @@ class VisionPeer(ls.LitAPI):
         kind, logits = output
         if kind == "tensor":
             return {"logits": logits.tolist()}
-        scores = self.model.postprocess(logits)
-        best = np.argsort(-scores)[:TOP_K]
-        return {
-            "predictions": [
-                {"label": Model.labels[i], "score": float(scores[i])} for i in best.tolist()
-            ]
-        }
+        ranked = top_k(self.model.postprocess(logits), Model.labels, TOP_K)
+        return {"predictions": [prediction.model_dump() for prediction in ranked]}
 
 
 def main() -> None:

@@ -387,11 +387,13 @@ def test_a_stream_whose_model_call_stalls_ends_with_a_timeout_error(model_path: 
     with live_server(create_app(settings, model_factory=StallingModel)) as address:
         client = openai.OpenAI(base_url=f"http://{address}/v1", api_key="-", max_retries=0)
         stall.set()
+        started = time.perf_counter()
         stream = complete(client, settings.model_name, "hang after this", stream=True)
         first = next(iter(stream))
         assert first.choices[0].text
         with pytest.raises(openai.APIError, match=r"no token within 0\.5 s"):
             list(stream)  # while the call is still stalled: it returns only when released
+        assert time.perf_counter() - started < 2.2  # the 0.5 s timeout, not the release
         stall.clear()
         release.set()  # the stalled call returns; its sequence is dropped
         assert complete(client, settings.model_name, "again", max_tokens=2).choices[0].text
