@@ -76,6 +76,7 @@ OWNED_BY: dict[str, dict[str, list[str]]] = {
             "tests/test_llm_api.py",
             "tests/test_llm_contract.py",
             "tests/test_llm_model.py",
+            "tests/test_llm_prefix_cache.py",
             "tests/test_llm_sampling.py",
             "tests/test_llm_structured.py",
             "tests/test_llm_tools.py",

@@ -314,6 +314,10 @@ class SlowModel(Model):
         logits, caches = super().prefill(prompts)
         return self._endless(logits), caches
 
+    def extend(self, tokens, caches):  # type: ignore[no-untyped-def]
+        logits, caches = super().extend(tokens, caches)
+        return self._endless(logits), caches
+
     def decode(self, tokens, caches):  # type: ignore[no-untyped-def]
         time.sleep(0.02)
         logits, caches = super().decode(tokens, caches)

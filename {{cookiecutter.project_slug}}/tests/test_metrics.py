@@ -346,6 +346,10 @@ class GatedModel(Model):
         logits, caches = super().prefill(prompts)
         return self._no_eos(logits), caches
 
+    def extend(self, tokens, caches):  # type: ignore[no-untyped-def]
+        logits, caches = super().extend(tokens, caches)
+        return self._no_eos(logits), caches
+
     def decode(self, tokens, caches):  # type: ignore[no-untyped-def]
         if self.gated:
             self.decodes_entered += 1

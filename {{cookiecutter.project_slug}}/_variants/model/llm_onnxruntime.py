@@ -15,17 +15,22 @@ The contract, what the service reads from this module and nothing else:
 - ``Model.decode(tokens, caches)``: one step: each sequence's last token and
   its cache -> next-token logits and the grown caches. It must not change
   the caches it is given in place: the n choices of one prompt start from
-  the same prefill cache (``llm/kv_cache.py`` returns new windows).
+  the same prefill cache (``llm/kv_cache.py`` returns new windows);
+- ``Model.extend(tokens, caches)`` (optional: without it, no prefix caching):
+  each prompt's tokens after a cached prefix, and that prefix's cache ->
+  next-token logits and the caches of the whole prompts; start-up checks that
+  it answers as ``prefill`` of the whole prompt does.
 
-Both run in the generation engine's thread, never on the event loop. A decode
+They run in the generation engine's thread, never on the event loop. A decode
 batch holds whichever sequences are running, so caches of different lengths
 arrive together: ``llm/kv_cache.py`` left-pads them into one batch and
 splits the result.
 
 The demo is two ONNX graphs built by ``scripts/make_demo_model.py``:
 ``prefill.onnx`` (prompts in, keys and values out) and ``model.onnx`` at
-MODEL_PATH (one token per sequence plus ``past_key_values.{i}.key|value`` in,
-``present.{i}.key|value`` out, the logits of the last position only). To
+MODEL_PATH (new tokens plus ``past_key_values.{i}.key|value`` in,
+``present.{i}.key|value`` out, the logits of the last position only: one
+token per sequence in ``decode``, a prompt's remainder in ``extend``). To
 serve your own decoder-only model, export the same pair of graphs, put them
 at MODEL_PATH and beside it, set the constants below to your model's, and
 swap ``ByteTokenizer`` for your tokenizer if it has another vocabulary.
@@ -49,8 +54,10 @@ from .llm.kv_cache import (
     TokenBatch,
     cache_length,
     decode_inputs,
+    extend_inputs,
     prefill_inputs,
     split_caches,
+    split_extended,
     stack_caches,
 )
 from .llm.tokenizer import ByteTokenizer
@@ -141,14 +148,23 @@ class Model:
         self, tokens: list[int], caches: list[SequenceKV]
     ) -> tuple[np.ndarray, list[SequenceKV]]:
         lengths = [cache_length(c) for c in caches]
-        batch = decode_inputs(tokens, lengths)
+        outputs = self._run_with_past(decode_inputs(tokens, lengths), caches)
+        return outputs[0], split_caches(_pairs(outputs), [n + 1 for n in lengths])
+
+    def extend(
+        self, tokens: list[list[int]], caches: list[SequenceKV]
+    ) -> tuple[np.ndarray, list[SequenceKV]]:
+        lengths = [cache_length(c) for c in caches]
+        outputs = self._run_with_past(extend_inputs(tokens, lengths), caches)
+        return outputs[0], split_extended(_pairs(outputs), lengths, [len(t) for t in tokens])
+
+    def _run_with_past(self, batch: TokenBatch, caches: list[SequenceKV]) -> list[np.ndarray]:
         feed = _token_feed(batch)
         names = cache_names(PAST)
         for i, (keys, values) in enumerate(stack_caches(caches)):
             feed[names[2 * i]] = keys
             feed[names[2 * i + 1]] = values
-        outputs = self._decode.run(self._outputs, feed)
-        return outputs[0], split_caches(_pairs(outputs), [n + 1 for n in lengths])
+        return self._decode.run(self._outputs, feed)
 
 
 def _token_feed(batch: TokenBatch) -> dict[str, np.ndarray]:

@@ -16,9 +16,13 @@ The contract, what the service reads from this module and nothing else:
 - ``Model.decode(tokens, caches)``: one step: each sequence's last token and
   its cache -> next-token logits and the grown caches. It must not change
   the caches it is given in place: the n choices of one prompt start from
-  the same prefill cache (``llm/kv_cache.py`` returns new windows).
+  the same prefill cache (``llm/kv_cache.py`` returns new windows);
+- ``Model.extend(tokens, caches)`` (optional: without it, no prefix caching):
+  each prompt's tokens after a cached prefix, and that prefix's cache ->
+  next-token logits and the caches of the whole prompts; start-up checks that
+  it answers as ``prefill`` of the whole prompt does.
 
-Both run in the generation engine's thread, never on the event loop. A decode
+They run in the generation engine's thread, never on the event loop. A decode
 batch holds whichever sequences are running, so caches of different lengths
 arrive together: ``llm/kv_cache.py`` left-pads them into one batch and
 splits the result, on the model's device.
@@ -51,8 +55,10 @@ from .llm.kv_cache import (
     SequenceKV,
     cache_length,
     decode_inputs,
+    extend_inputs,
     prefill_inputs,
     split_caches,
+    split_extended,
     stack_caches,
 )
 from .llm.tokenizer import ByteTokenizer, Tokenizer
@@ -199,6 +205,15 @@ class Model:
         batch = decode_inputs(tokens, lengths)
         logits, present = self._net(*self._tensors(batch), stack_caches(caches))
         return _numpy(logits), split_caches(present, [n + 1 for n in lengths])
+
+    @torch.inference_mode()
+    def extend(
+        self, tokens: list[list[int]], caches: list[SequenceKV]
+    ) -> tuple[np.ndarray, list[SequenceKV]]:
+        lengths = [cache_length(c) for c in caches]
+        batch = extend_inputs(tokens, lengths)
+        logits, present = self._net(*self._tensors(batch), stack_caches(caches))
+        return _numpy(logits), split_extended(present, lengths, [len(t) for t in tokens])
 
     def _tensors(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         device = str(self.device)

@@ -222,6 +222,13 @@ class Settings(BaseSettings):
         "how long running streams pause for new prompts (one waiting prompt is always "
         "admitted when a slot is free, even a longer one).",
     )
+    prefix_cache_mb: int = Field(
+        256,
+        ge=0,
+        description="Memory for the keys and values of prompt prefixes (system prompts, few-shot "
+        "examples, chat history): a prompt that starts like an earlier one computes only the "
+        "rest of it. Least recently used blocks go first; 0 turns prefix caching off.",
+    )
     context_length: int = Field(
         0,
         ge=0,

@@ -6,13 +6,19 @@ prompt, for one, fails deep inside the model as a reshape of zero elements).
 """
 
 from __future__ import annotations
-
 {%- if cookiecutter.backend == 'onnxruntime' %}
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
+{%- else %}
+
+from typing import Any
 {%- endif %}
 
+import numpy as np
+
+from .kv_cache import SequenceKV
+from .prefix_cache import BLOCK_TOKENS, PrefixCache
 from .tokenizer import Tokenizer
 
 # The text warmup runs through the model: the tokenizer must turn it into tokens.
@@ -46,6 +52,44 @@ def check_tokenizer(tokenizer: Tokenizer, vocab_size: int) -> None:
             f"end-of-sequence ids {outside} are outside the vocabulary of {vocab_size} tokens: "
             "fix eos_token_id"
         )
+
+
+def check_extend(model: Any, cache: PrefixCache, context_length: int) -> str:
+    """``Model.extend`` after a cached prefix answers as ``Model.prefill`` of the whole prompt.
+
+    Runs once at start-up (it also warms the extend call up) and leaves the cache empty.
+    """
+    warmup = model.tokenizer.encode(WARMUP_TEXT)
+    length = min(2 * BLOCK_TOKENS + 3, context_length - 1)  # at least one block and a token
+    prompt = (warmup * (length // len(warmup) + 1))[:length]
+    whole, caches = model.prefill([prompt])
+    if not isinstance(caches[0], SequenceKV):
+        raise ContractError(
+            f"Model.prefill returns {type(caches[0]).__name__} caches; prefix caching needs "
+            "llm/kv_cache.SequenceKV ones: return those, or set PREFIX_CACHE_MB=0"
+        )
+    cache.store(prompt, caches[0])
+    hit = cache.lookup(prompt)
+    extended, grown = model.extend([prompt[hit.length :]], [hit.cache])
+    cache.clear()
+    whole, extended = np.asarray(whole, np.float32), np.asarray(extended, np.float32)
+    finite = np.isfinite(whole)  # a model may rule tokens out with -inf
+    agrees = (
+        extended.shape == whole.shape
+        and grown[0].length == len(prompt)
+        and np.array_equal(finite, np.isfinite(extended))
+        and int(extended.argmax()) == int(whole.argmax())
+    )
+    if agrees and finite.any():
+        difference = float(np.abs(extended[finite] - whole[finite]).max())
+        agrees = difference <= 2e-2 * (1 + float(np.abs(whole[finite]).max()))
+    if not agrees:
+        raise ContractError(
+            "Model.extend after a cached prefix disagrees with Model.prefill of the whole "
+            "prompt: fix extend (positions and attention mask after the past), or remove it "
+            "(or set PREFIX_CACHE_MB=0) to serve without prefix caching"
+        )
+    return f"1x{len(prompt) - hit.length} extend after a cached {hit.length}"
 
 
 def check_context_length(declared: int, maximum: int | None, where: str) -> None:

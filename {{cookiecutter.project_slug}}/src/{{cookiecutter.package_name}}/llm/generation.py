@@ -22,8 +22,9 @@ from ..serving.device import Device
 from ..serving.lifecycle import Readiness
 from ..serving.warmup import warmup_batch_sizes
 from ..settings import Settings
-from .contract import WARMUP_TEXT, check_tokenizer
+from .contract import WARMUP_TEXT, check_extend, check_tokenizer
 from .grammar import GrammarEngine
+from .prefix_cache import BLOCK_TOKENS, PrefixCache
 from .sampling import SamplingParams
 from .scheduler import Generation, GenerationModel, GenerationObserver, Scheduler
 
@@ -70,6 +71,11 @@ class GenerationService:
                 f"CONTEXT_LENGTH={settings.context_length} exceeds the model's maximum of "
                 f"{model.context_length} tokens"
             )
+        prefix_cache = None
+        # a hit needs a prompt of a whole block and a token more
+        reusable = context_length > BLOCK_TOKENS + 1
+        if settings.prefix_cache_mb and hasattr(model, "extend") and reusable:
+            prefix_cache = PrefixCache(settings.prefix_cache_mb * 2**20)
         scheduler = Scheduler(
             model,
             max_running=settings.max_running_sequences,
@@ -78,6 +84,7 @@ class GenerationService:
             context_length=context_length,
             request_timeout_s=settings.request_timeout_s,
             observer=observer,
+            prefix_cache=prefix_cache,
         )
         # the vocabulary as the grammar engine reads it (about 1 s for a large Hugging Face one)
         grammar = await asyncio.to_thread(GrammarEngine, model.tokenizer, model.vocab_size)
@@ -91,9 +98,15 @@ class GenerationService:
     async def start(self) -> None:
         """Warm up every shape the scheduler will use, start the engine and report ready."""
         started = time.perf_counter()
+        scheduler = self.scheduler
         shapes = await asyncio.to_thread(
-            warm_up, self.model, self.scheduler.max_running, self.scheduler.context_length
+            warm_up, self.model, scheduler.max_running, scheduler.context_length
         )
+        if scheduler.prefix_cache is not None:
+            check = await asyncio.to_thread(
+                check_extend, self.model, scheduler.prefix_cache, scheduler.context_length
+            )
+            shapes.append(check)
         self.warmup_seconds = time.perf_counter() - started
         logger.info("warmup done in %.3f s: %s", self.warmup_seconds, "; ".join(shapes))
         self.scheduler.start()

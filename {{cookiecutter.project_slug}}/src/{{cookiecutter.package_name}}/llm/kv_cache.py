@@ -47,15 +47,26 @@ class TokenBatch:
 
 def prefill_inputs(prompts: Sequence[Sequence[int]]) -> TokenBatch:
     """Prompts as one left-padded batch: the last column holds every prompt's last token."""
-    width = max(len(p) for p in prompts)
-    input_ids = np.zeros((len(prompts), width), dtype=np.int64)
-    attention_mask = np.zeros((len(prompts), width), dtype=np.int64)
-    position_ids = np.zeros((len(prompts), width), dtype=np.int64)
-    for row, prompt in enumerate(prompts):
-        pad = width - len(prompt)
-        input_ids[row, pad:] = prompt
-        attention_mask[row, pad:] = 1
-        position_ids[row, pad:] = np.arange(len(prompt))
+    return extend_inputs(prompts, [0] * len(prompts))
+
+
+def extend_inputs(tokens: Sequence[Sequence[int]], past_lengths: Sequence[int]) -> TokenBatch:
+    """Each sequence's new tokens after its cached past (a prompt after its cached prefix).
+
+    The pasts are left-padded to the longest, the new tokens to the longest run of
+    them: a sequence with fewer new tokens than that has masked padding between
+    its past and its new positions (``split_extended`` closes the gap).
+    """
+    past, width = max(past_lengths), max(len(t) for t in tokens)
+    input_ids = np.zeros((len(tokens), width), dtype=np.int64)
+    attention_mask = np.zeros((len(tokens), past + width), dtype=np.int64)
+    position_ids = np.zeros((len(tokens), width), dtype=np.int64)
+    for row, (new, length) in enumerate(zip(tokens, past_lengths, strict=True)):
+        pad = width - len(new)
+        input_ids[row, pad:] = new
+        attention_mask[row, past - length : past] = 1
+        attention_mask[row, past + pad :] = 1
+        position_ids[row, pad:] = np.arange(length, length + len(new))
     return TokenBatch(input_ids, attention_mask, position_ids)
 
 
@@ -113,6 +124,73 @@ def split_caches(present: Sequence[LayerKV], lengths: Sequence[int]) -> list[Seq
     return [SequenceKV(shared, row, length) for row, length in enumerate(lengths)]
 
 
+def split_extended(
+    present: Sequence[LayerKV], past_lengths: Sequence[int], new_lengths: Sequence[int]
+) -> list[SequenceKV]:
+    """After an ``extend_inputs`` call: one cache per sequence, its past then its new positions.
+
+    A sequence whose positions are contiguous (as many new tokens as the widest,
+    or no past) gets a window, as ``split_caches`` gives; one with padding
+    between past and new positions gets a compact copy without it.
+    """
+    shared = tuple(present)
+    width, total = max(new_lengths), shared[0][0].shape[2]
+    caches = []
+    for row, (past, new) in enumerate(zip(past_lengths, new_lengths, strict=True)):
+        if new == width or past == 0:
+            caches.append(SequenceKV(shared, row, past + new))
+            continue
+        layers = []
+        for keys, values in shared:
+            joined = []
+            for source in (keys, values):
+                out = _zeros(source, (1, source.shape[1], past + new, source.shape[3]))
+                out[0, :, :past] = source[row, :, total - width - past : total - width]
+                out[0, :, past:] = source[row, :, total - new :]
+                joined.append(out)
+            layers.append((joined[0], joined[1]))
+        caches.append(SequenceKV(tuple(layers), 0, past + new))
+    return caches
+
+
+def copy_positions(cache: SequenceKV, start: int, stop: int) -> tuple[LayerKV, ...]:
+    """Positions ``[start, stop)`` of one sequence's cache, every layer, as compact copies
+    shaped ``(kv_heads, stop - start, head_dim)`` (they outlive the batch they came from)."""
+    copies = []
+    for index in range(len(cache.present)):
+        keys, values = cache.layer(index)
+        copies.append((_copy(keys[:, start:stop]), _copy(values[:, start:stop])))
+    return tuple(copies)
+
+
+def join_positions(runs: Sequence[tuple[LayerKV, ...]]) -> SequenceKV:
+    """Consecutive runs of positions (``copy_positions``) as one sequence's cache."""
+    length = sum(run[0][0].shape[1] for run in runs)
+    layers = []
+    for index in range(len(runs[0])):
+        joined = []
+        for kind in (0, 1):
+            first = runs[0][index][kind]
+            out = _zeros(first, (1, first.shape[0], length, first.shape[2]))
+            at = 0
+            for run in runs:
+                part = run[index][kind]
+                out[0, :, at : at + part.shape[1]] = part
+                at += part.shape[1]
+            joined.append(out)
+        layers.append((joined[0], joined[1]))
+    return SequenceKV(tuple(layers), 0, length)
+
+
+def cache_bytes(layers: tuple[LayerKV, ...]) -> int:
+    return sum(keys.nbytes + values.nbytes for keys, values in layers)
+
+
 def _zeros(like: Any, shape: tuple[int, ...]) -> Any:
     new_zeros = getattr(like, "new_zeros", None)  # torch: same dtype and device
     return new_zeros(shape) if new_zeros is not None else np.zeros(shape, dtype=like.dtype)
+
+
+def _copy(array: Any) -> Any:
+    clone = getattr(array, "clone", None)  # torch
+    return clone() if clone is not None else array.copy()

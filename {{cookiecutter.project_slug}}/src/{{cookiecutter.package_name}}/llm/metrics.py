@@ -85,6 +85,25 @@ class GenerationMetrics(ServiceMetrics):
             ["model"],
             registry=r,
         )
+        self.prefix_cache_query_tokens = Counter(
+            f"{PREFIX}_prefix_cache_query_tokens",
+            "Prompt tokens looked up in the prefix cache (every admitted prompt).",
+            ["model"],
+            registry=r,
+        )
+        self.prefix_cache_hit_tokens = Counter(
+            f"{PREFIX}_prefix_cache_hit_tokens",
+            "Prompt tokens found in the prefix cache: their keys and values were not computed.",
+            ["model"],
+            registry=r,
+        )
+        self.prefix_cache_bytes = Gauge(
+            f"{PREFIX}_prefix_cache_bytes",
+            "Keys and values the prefix cache holds (at most PREFIX_CACHE_MB).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.running_sequences = Gauge(
             f"{PREFIX}_running_sequences",
             "Sequences in the running batch.",
@@ -139,6 +158,9 @@ class GenerationMetrics(ServiceMetrics):
             self.request_generation_tokens,
             self.request_sequences,
             self.grammar_seconds,
+            self.prefix_cache_query_tokens,
+            self.prefix_cache_hit_tokens,
+            self.prefix_cache_bytes,
             self.running_sequences,
             self.waiting_sequences,
             self.kv_cache_usage,
@@ -168,6 +190,11 @@ class GenerationMetrics(ServiceMetrics):
 
     def grammar_computed(self, seconds: float) -> None:
         self.grammar_seconds.labels(model=self.model_name).inc(seconds)
+
+    def prefix_cache_lookup(self, prompt_tokens: int, cached_tokens: int, cache_bytes: int) -> None:
+        self.prefix_cache_query_tokens.labels(model=self.model_name).inc(prompt_tokens)
+        self.prefix_cache_hit_tokens.labels(model=self.model_name).inc(cached_tokens)
+        self.prefix_cache_bytes.labels(model=self.model_name).set(cache_bytes)
 
     def sequences(self, running: int, waiting: int, kv_cache_usage: float) -> None:
         with self._sequences_lock:

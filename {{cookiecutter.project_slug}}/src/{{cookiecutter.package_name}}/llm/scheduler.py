@@ -11,6 +11,12 @@ One engine thread owns the model; the event loop never waits on it. Each step:
    token, and the budget bounds how long running streams pause for it;
 3. every running sequence gets its next token from one batched decode call.
 
+With a prefix cache (``llm/prefix_cache.py``), an admitted prompt that starts
+with cached blocks is not prefilled but extended: only its tokens after the
+cached prefix run through the model (``Model.extend``), batched with the other
+hits, while the misses are prefilled as before; every prefilled prompt's
+blocks are then cached.
+
 Tokens reach the requests' coroutines on the event loop in one hand-off per
 call. The waiting queue is bounded: beyond it ``submit`` refuses at once
 (503). With ``max_running=1`` the same loop serves one sequence at a time.
@@ -46,6 +52,7 @@ from ..serving.errors import (
     ServiceError,
 )
 from ..serving.oom import is_out_of_memory, release_cached_memory
+from .prefix_cache import PrefixCache, PrefixHit
 from .sampling import SamplingParams, SequenceSampling, TokenLogprob, next_tokens
 from .text_stream import TextStream
 from .tokenizer import Tokenizer
@@ -54,7 +61,12 @@ logger = logging.getLogger(__name__)
 
 
 class GenerationModel(Protocol):
-    """What the scheduler needs from ``model.py``; caches are the model's own objects."""
+    """What the scheduler needs from ``model.py``; caches are the model's own objects.
+
+    Prefix caching also needs ``extend(tokens, caches)`` (each sequence's next tokens
+    after its cache) and ``llm/kv_cache.SequenceKV`` caches; a model without
+    ``extend`` is served without it.
+    """
 
     tokenizer: Tokenizer
 
@@ -92,6 +104,10 @@ class GenerationObserver(Protocol):
     def grammar_computed(self, seconds: float) -> None:
         """One step's structured-output masks took ``seconds`` in the grammar engine."""
 
+    def prefix_cache_lookup(self, prompt_tokens: int, cached_tokens: int, cache_bytes: int) -> None:
+        """A prompt found its first ``cached_tokens`` in the prefix cache (0: a miss), which
+        holds ``cache_bytes`` of keys and values."""
+
 
 class NullGenerationObserver:
     def sequence_admitted(self, prompt_tokens: int, waited_s: float) -> None:
@@ -116,6 +132,9 @@ class NullGenerationObserver:
         pass
 
     def grammar_computed(self, seconds: float) -> None:
+        pass
+
+    def prefix_cache_lookup(self, prompt_tokens: int, cached_tokens: int, cache_bytes: int) -> None:
         pass
 
 
@@ -261,6 +280,8 @@ class SchedulerStats:
     steps: int = 0
     prefill_calls: int = 0
     decode_calls: int = 0
+    extend_calls: int = 0
+    cached_prompt_tokens: int = 0  # prompt tokens found in the prefix cache
     tokens: int = 0
     dropped_cancelled: int = 0
     largest_decode_batch: int = 0
@@ -280,9 +301,11 @@ class Scheduler:
         context_length: int,
         request_timeout_s: float,
         observer: GenerationObserver | None = None,
+        prefix_cache: PrefixCache | None = None,
         keep_history: bool = False,
     ) -> None:
         self.model = model
+        self.prefix_cache = prefix_cache
         self.max_running = max_running
         self.max_waiting = max_waiting
         self.max_tokens_per_step = max_tokens_per_step
@@ -455,9 +478,7 @@ class Scheduler:
                 self.stats.prefill_batches.append([id(g[0].generation) for g in admitted])
             events: list[tuple[Generation, GenerationEvent]] = []
             started_ns = tracing.now_ns()
-            prefilled = self._call(
-                self.model.prefill, admitted, lambda batch: ([g[0].prompt_ids for g in batch],)
-            )
+            prefilled = self._prefill(admitted)
             if started_ns:
                 traces = [g[0].generation.trace for g in admitted]
                 queued = [trace.queued if trace else None for trace in traces]
@@ -483,6 +504,39 @@ class Scheduler:
             self._deliver(events)
         self._observer.tokens_generated(self.stats.tokens - before)
         self._observer.sequences(len(self._running), self.waiting, self.kv_cache_usage)
+
+    def _prefill(
+        self, admitted: list[list[SequenceState]]
+    ) -> list[tuple[list[list[SequenceState]], np.ndarray, list[Any]]]:
+        """The admitted prompts' first logits and caches: misses prefilled in one call, prompts
+        that start with cached blocks extended after them in another; then cached."""
+        if self.prefix_cache is None:
+            return self._call(self.model.prefill, admitted, _prompts)
+        hits: dict[int, PrefixHit] = {}
+        for group in admitted:
+            hit = self.prefix_cache.lookup(group[0].prompt_ids)
+            self._observer.prefix_cache_lookup(
+                group[0].prompt_tokens, hit.length, self.prefix_cache.bytes
+            )
+            if hit.cache is not None:
+                hits[id(group)] = hit
+                self.stats.cached_prompt_tokens += hit.length
+        results = []
+        if missed := [g for g in admitted if id(g) not in hits]:
+            results += self._call(self.model.prefill, missed, _prompts)
+        if cached := [g for g in admitted if id(g) in hits]:
+            self.stats.extend_calls += 1
+
+            def remainders(batch: list[list[SequenceState]]) -> tuple[Any, ...]:
+                found = [hits[id(g)] for g in batch]
+                rest = [g[0].prompt_ids[h.length :] for g, h in zip(batch, found, strict=True)]
+                return rest, [h.cache for h in found]
+
+            results += self._call(self.model.extend, cached, remainders)  # type: ignore[attr-defined]
+        for groups, _, caches in results:
+            for group, cache in zip(groups, caches, strict=True):
+                self.prefix_cache.store(group[0].prompt_ids, cache)
+        return results
 
     def _call(
         self,
@@ -626,6 +680,10 @@ class Scheduler:
             return
         with contextlib.suppress(RuntimeError):  # a closed event loop: nobody listens any more
             self._loop.call_soon_threadsafe(_put_events, events)
+
+
+def _prompts(batch: list[list[SequenceState]]) -> tuple[list[list[int]]]:
+    return ([group[0].prompt_ids for group in batch],)
 
 
 def _put_events(events: list[tuple[Generation, GenerationEvent]]) -> None:

@@ -1,0 +1,185 @@
+"""Prefix caching: reused prefixes give the answers a full prefill gives, in bounded memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from {{ cookiecutter.package_name }}.llm.kv_cache import cache_length
+from {{ cookiecutter.package_name }}.llm.prefix_cache import BLOCK_TOKENS, PrefixCache
+from {{ cookiecutter.package_name }}.main import create_app
+from {{ cookiecutter.package_name }}.model import Model
+from {{ cookiecutter.package_name }}.serving.errors import StartupFailed
+
+from .conftest import make_settings
+
+TOLERANCE = {"atol": 2e-3, "rtol": 2e-3}
+SYSTEM = "You are a terse assistant. Answer in one line, no preamble. " * 3  # 186 bytes
+COMPLETION = {"max_tokens": 8, "temperature": 0}
+
+
+@pytest.fixture(scope="module")
+def model(model_path: Path) -> Model:
+    loaded = Model(make_settings(model_path))
+    loaded.load()
+    return loaded
+
+
+def tokens(model: Model, text: str) -> list[int]:
+    return model.tokenizer.encode(text)
+
+
+def test_extend_after_cached_prefixes_matches_whole_prefills(model: Model) -> None:
+    """A batch of prompts with different cached prefixes and remainders of different lengths
+    (the shorter ones padded between past and new tokens) answers as whole prefills do."""
+    cache = PrefixCache(2**26)
+    prompts = [
+        tokens(model, SYSTEM + "Name a colour."),
+        tokens(model, SYSTEM + "Why is the sky blue, and why is the sea blue too?"),
+        tokens(model, SYSTEM[:40] + "a different question"),
+    ]
+    whole, whole_caches = model.prefill(prompts)
+    cache.store(prompts[0], whole_caches[0])
+    hits = [cache.lookup(p) for p in prompts]
+    assert [h.length for h in hits] == [
+        (len(prompts[0]) - 1) // BLOCK_TOKENS * BLOCK_TOKENS,
+        len(SYSTEM) // BLOCK_TOKENS * BLOCK_TOKENS,
+        40 // BLOCK_TOKENS * BLOCK_TOKENS,
+    ]
+    extended, caches = model.extend(
+        [p[h.length :] for p, h in zip(prompts, hits, strict=True)], [h.cache for h in hits]
+    )
+    np.testing.assert_allclose(extended, whole, **TOLERANCE)
+    assert [cache_length(c) for c in caches] == [len(p) for p in prompts]
+    # the next steps decode from either cache alike
+    next_tokens = [int(t) for t in whole.argmax(-1)]
+    after_whole, _ = model.decode(next_tokens, whole_caches)
+    after_extend, _ = model.decode(next_tokens, caches)
+    np.testing.assert_allclose(after_extend, after_whole, **TOLERANCE)
+
+
+def test_lookup_finds_the_longest_cached_run_of_whole_blocks(model: Model) -> None:
+    cache = PrefixCache(2**26)
+    first = tokens(model, "x" * (3 * BLOCK_TOKENS + 5))
+    _, caches = model.prefill([first])
+    cache.store(first, caches[0])
+    assert cache.blocks == 3
+    # a prompt always keeps a token to compute, even when it is all cached
+    assert cache.lookup(first[: 3 * BLOCK_TOKENS]).length == 2 * BLOCK_TOKENS
+    assert cache.lookup(first[: 3 * BLOCK_TOKENS + 1]).length == 3 * BLOCK_TOKENS
+    changed = list(first)
+    changed[BLOCK_TOKENS + 2] = tokens(model, "y")[0]  # inside the second block
+    assert cache.lookup(changed).length == BLOCK_TOKENS
+    assert cache.lookup(tokens(model, "y" * 40)).length == 0
+
+
+def test_a_block_is_reused_only_behind_the_same_prefix(model: Model) -> None:
+    """The same tokens after a different start have other keys and values: no hit."""
+    cache = PrefixCache(2**26)
+    block = "b" * BLOCK_TOKENS
+    stored = tokens(model, "a" * BLOCK_TOKENS + block + "tail")
+    _, caches = model.prefill([stored])
+    cache.store(stored, caches[0])
+    assert cache.lookup(tokens(model, "c" * BLOCK_TOKENS + block + "tail")).length == 0
+
+
+def test_memory_stays_bounded_and_evicts_chains_from_their_ends(model: Model) -> None:
+    prompt = tokens(model, "p" * (4 * BLOCK_TOKENS + 1))
+    _, caches = model.prefill([prompt])
+    probe = PrefixCache(2**26)
+    probe.store(prompt, caches[0])
+    block_bytes = probe.bytes // 4
+    cache = PrefixCache(3 * block_bytes)
+    cache.store(prompt, caches[0])
+    assert cache.bytes <= 3 * block_bytes and cache.blocks == 3
+    assert cache.lookup(prompt).length == 3 * BLOCK_TOKENS  # the first three blocks stayed
+    for i in range(20):  # other prompts push it out; the bound holds throughout
+        other = tokens(model, f"{i:02d}" * BLOCK_TOKENS + "!")
+        _, other_caches = model.prefill([other])
+        cache.store(other, other_caches[0])
+        assert cache.bytes <= cache.max_bytes
+    assert cache.lookup(prompt).length == 0
+    assert cache.lookup(other).length == 2 * BLOCK_TOKENS  # the newest is cached
+
+
+@pytest.fixture(scope="module")
+def served(model_path: Path) -> Iterator[tuple[TestClient, TestClient]]:
+    """The same model with prefix caching (the default) and without."""
+    with (
+        TestClient(create_app(make_settings(model_path))) as cached,
+        TestClient(create_app(make_settings(model_path, prefix_cache_mb=0))) as uncached,
+    ):
+        yield cached, uncached
+
+
+def complete(client: TestClient, prompt: str) -> str:
+    body = {"model": client.get("/v1/models").json()["data"][0]["id"], "prompt": prompt}
+    response = client.post("/v1/completions", json=body | COMPLETION)
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["text"]
+
+
+{%- if cookiecutter.monitoring == 'prometheus' %}
+
+
+def hit_tokens(client: TestClient) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("inference_prefix_cache_hit_tokens_total{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("inference_prefix_cache_hit_tokens_total is not exported")
+{%- endif %}
+
+
+def test_served_answers_are_the_same_with_and_without_the_cache(
+    served: tuple[TestClient, TestClient],
+) -> None:
+    """Concurrent requests sharing a system prompt, each checked against a service that
+    prefills every prompt whole: cached prefixes never change or mix up an answer."""
+    cached, uncached = served
+    service = cached.app.state.service
+    assert service.scheduler.prefix_cache is not None
+    assert uncached.app.state.service.scheduler.prefix_cache is None
+    questions = [SYSTEM + f"Question {i}: " + "why " * i for i in range(12)]
+    expected = [complete(uncached, q) for q in questions]
+    assert len(set(expected)) > 1, "the model answers every prompt alike: no mix-up to see"
+    stats = service.scheduler.stats
+    before, extends = stats.cached_prompt_tokens, stats.extend_calls
+{%- if cookiecutter.monitoring == 'prometheus' %}
+    exported = hit_tokens(cached)
+{%- endif %}
+    assert complete(cached, questions[0]) == expected[0]  # a miss: fills the cache
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda q: complete(cached, q), questions))
+    assert answers == expected
+    assert stats.extend_calls > extends
+    shared = len(service.model.tokenizer.encode(SYSTEM)) // BLOCK_TOKENS * BLOCK_TOKENS
+    assert stats.cached_prompt_tokens - before >= 12 * shared
+{%- if cookiecutter.monitoring == 'prometheus' %}
+    assert hit_tokens(cached) - exported == stats.cached_prompt_tokens - before
+{%- endif %}
+
+
+def test_an_extend_that_disagrees_with_prefill_fails_start_up(model_path: Path) -> None:
+    class IgnoresThePast(Model):
+        def extend(self, tokens, caches):  # type: ignore[no-untyped-def]
+            return self.prefill(tokens)
+
+    app = create_app(make_settings(model_path), model_factory=IgnoresThePast)
+    disagrees = r"Model\.extend after a cached prefix disagrees"
+    with pytest.raises(StartupFailed, match=disagrees), TestClient(app):
+        pass
+
+
+def test_a_model_without_extend_is_served_without_prefix_caching(model_path: Path) -> None:
+    class NoExtend(Model):
+        extend = property()  # type: ignore[assignment]  # hasattr() is False
+
+    with TestClient(create_app(make_settings(model_path), model_factory=NoExtend)) as client:
+        assert client.app.state.service.scheduler.prefix_cache is None
+        assert complete(client, SYSTEM + "one")
+        assert complete(client, SYSTEM + "two")
