@@ -18,6 +18,7 @@ import torch
 from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }} import model as model_module
+from {{ cookiecutter.package_name }}.llm.prefix_cache import BLOCK_TOKENS, PrefixCache
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.serving.errors import StartupFailed
@@ -122,6 +123,24 @@ def test_left_padded_batches_match_single_sequences(model: Model) -> None:
         np.testing.assert_allclose(logits[i], alone[0], atol=1e-4, rtol=1e-4)
         alone_step, _ = model.decode([tokens[i]], cache)
         np.testing.assert_allclose(stepped[i], alone_step[0], atol=1e-4, rtol=1e-4)
+
+
+def test_extend_after_a_cached_prefix_matches_whole_prefills(model: Model) -> None:
+    """Prefix caching on a folder: transformers' cache and mask after a left-padded past."""
+    cache = PrefixCache(2**24)
+    shared = "A system prompt that many requests share, " * 2
+    prompts = [model.tokenizer.encode(shared + t) for t in ("one", "a longer second one", "3")]
+    whole, caches = model.prefill(prompts)
+    cache.store(prompts[1], caches[1])
+    hits = [cache.lookup(p) for p in prompts]
+    assert all(h.length >= BLOCK_TOKENS for h in hits)
+    rest = [p[h.length :] for p, h in zip(prompts, hits, strict=True)]
+    extended, grown = model.extend(rest, [h.cache for h in hits])
+    np.testing.assert_allclose(extended, whole, atol=1e-4, rtol=1e-4)
+    tokens = [int(row.argmax()) for row in whole]
+    after_whole, _ = model.decode(tokens, caches)
+    after_extend, _ = model.decode(tokens, grown)
+    np.testing.assert_allclose(after_extend, after_whole, atol=1e-4, rtol=1e-4)
 
 
 def test_serves_the_openai_api(folder: Path) -> None:
