@@ -22,6 +22,11 @@
    the streams, so the same number of sequences run), penalties plus
    logit_bias, and a JSON schema (constrained decoding), interleaved over two
    rounds: generated tokens/s and ITL of each beside plain.
+4. with ``--prefix``: prompts that share a system prompt of ``--prefix-bytes``
+   (1,000) before a short question, 8 tokens each, on two services started at
+   once, with prefix caching (the default) and without (PREFIX_CACHE_MB=0), at
+   1 and 8 streams: TTFT p50 and p99 of each, after checking that both answer
+   the same questions with the same text.
 
 The model runs with INTRA_OP_THREADS=1 (``--threads``): on a small machine the
 engine, the event loop and this client share the cores. It prints a table and
@@ -76,6 +81,24 @@ OPTIONS: dict[str, tuple[dict[str, Any], int]] = {
         1,
     ),
 }
+
+
+def system_prompt(size: int) -> str:
+    """A fixed text of ``size`` bytes, the shared start of every --prefix prompt."""
+    sentence = "You are the assistant of a shop that sells tea; answer briefly and politely. "
+    return (sentence * (size // len(sentence) + 1))[:size]
+
+
+def prefix_request(target: lib.Target, model: str, system: str, index: int) -> bytes:
+    body = {
+        "model": model,
+        "prompt": f"{system}\nQuestion {index}:",
+        "max_tokens": 8,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    return target.request("/v1/completions", json.dumps(body).encode(), JSON)
 
 
 def completion_request(
@@ -221,6 +244,43 @@ async def measure_options(target: lib.Target, args: argparse.Namespace) -> list[
     return rows
 
 
+PREFIX_MODES = {"prefix cache": None, "no prefix cache": "0"}  # PREFIX_CACHE_MB
+
+
+async def measure_prefix(targets: dict[str, lib.Target], args: argparse.Namespace) -> list[dict]:
+    """TTFT with and without prefix caching on prompts sharing a system prompt."""
+    system, requests, answers = system_prompt(args.prefix_bytes), {}, {}
+    for mode, target in targets.items():
+        reply = await lib.one_reply(target, target.request("/v1/models", method="GET"), "models")
+        model = json.loads(reply.body)["data"][0]["id"]
+        requests[mode] = [prefix_request(target, model, system, i) for i in range(64)]
+        answers[mode] = []
+        for request in requests[mode][:4]:  # the first fills the cache, the others hit it
+            reply = await lib.one_reply(target, request, "a --prefix question")
+            answers[mode].append(reply.body)
+    texts = {mode: [stream_text(a) for a in got] for mode, got in answers.items()}
+    if len({tuple(t) for t in texts.values()}) != 1:
+        raise SystemExit(f"the services answer the shared-prefix questions differently: {texts}")
+    rows = []
+    for streams in (1, 8):
+        for mode, target in targets.items():
+            load = await lib.closed_loop(
+                target, requests[mode], streams, args.duration, keep_body=True, stagger_s=0.025
+            )
+            rows.append(summarise(mode, load))
+            print(lib.table(COLUMNS, [cells(rows[-1])]).splitlines()[-1], flush=True)
+    return rows
+
+
+def stream_text(body: bytes) -> str:
+    """The text of a streamed completion (its events' choices, in order)."""
+    text = []
+    for line in body.decode().splitlines():
+        if line.startswith("data: {"):
+            text += [choice.get("text", "") for choice in json.loads(line[6:])["choices"]]
+    return "".join(text)
+
+
 def main() -> None:
     parser = lib.arguments(__doc__, [1, 8, 32], duration_s=5.0)
     parser.add_argument("--max-tokens", type=int, default=128, help="longest completion")
@@ -228,6 +288,10 @@ def main() -> None:
     parser.add_argument(
         "--options", action="store_true", help="also measure the cost of sampling options"
     )
+    parser.add_argument(
+        "--prefix", action="store_true", help="also measure TTFT with and without prefix caching"
+    )
+    parser.add_argument("--prefix-bytes", type=int, default=1000, help="the shared system prompt")
     args = parser.parse_args()
     machine = lib.note_machine()
     settings = Settings(intra_op_threads=args.threads)
@@ -257,6 +321,23 @@ def main() -> None:
         options = []
         if args.options:
             options = lib.run(measure_options(next(iter(targets.values())), args))
+    prefix = []
+    if args.prefix and not args.url:
+        with ExitStack() as stack:
+            targets_prefix = {}
+            for mode, megabytes in PREFIX_MODES.items():
+                config = {
+                    "MAX_WAITING_SEQUENCES": "1024",
+                    "REQUEST_TIMEOUT_S": "3600",
+                    "LOG_LEVEL": "WARNING",
+                    "INTRA_OP_THREADS": str(args.threads),
+                }
+                if megabytes is not None:
+                    config["PREFIX_CACHE_MB"] = megabytes
+                log = args.out / f"service-{mode.replace(' ', '-')}.log"
+                port, _ = stack.enter_context(lib.service(config, log))
+                targets_prefix[mode] = lib.Target("127.0.0.1", port, args.api_key)
+            prefix = lib.run(measure_prefix(targets_prefix, args))
     rows.sort(key=lambda row: (list(targets).index(row["mode"]), row["concurrency"]))
     print()
     print(lib.table(COLUMNS, [cells(row) for row in rows]))
@@ -270,6 +351,14 @@ def main() -> None:
             f"at {top} streams: continuous batching gives {speedup:.1f}x the tokens/s of one "
             f"at a time; TTFT p50 {ttft_ratio:.1f}x its value at {low} stream(s)"
         )
+    if prefix:
+        print()
+        print(f"a shared system prompt of {args.prefix_bytes} bytes before each question:")
+        print(lib.table(COLUMNS, [cells(row) for row in prefix]))
+        for streams in (1, 8):
+            ttft = {r["mode"]: r["ttft_p50_ms"] for r in prefix if r["concurrency"] == streams}
+            ratio = ttft["no prefix cache"] / ttft["prefix cache"]
+            print(f"at {streams} stream(s): TTFT p50 {ratio:.1f}x lower with prefix caching")
     if options:
         plain = np.mean(options[0]["tokens_per_s"])
         print()
@@ -291,7 +380,13 @@ def main() -> None:
         )
     lib.write_json(
         args.out / "llm.json",
-        {"raw_tokens_per_s": raw, "served": rows, "options": options, "machine": machine},
+        {
+            "raw_tokens_per_s": raw,
+            "served": rows,
+            "options": options,
+            "prefix": prefix,
+            "machine": machine,
+        },
     )
     lib.plot(
         args.out / "llm.png",
