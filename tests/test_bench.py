@@ -25,7 +25,7 @@ ARGS = {
         *("--raw-seconds", "0.05", "--configs", "dynamic"),
         *("--target-concurrency", "2", "--overload-factor", "2"),
     ],
-    "llm": [*SHORT, "--max-tokens", "8"],
+    "llm": [*SHORT, "--max-tokens", "8", "--prefix", "--prefix-bytes", "300"],
     "embeddings": [*SHORT, "--raw-seconds", "0.05"],
     "tts": [*SHORT, "--raw-seconds", "0.05"],
 }
@@ -59,6 +59,11 @@ def check_llm(out: Path) -> None:
         assert row["requests"] > 0 and row["errors"] == 0, row
         assert row["tokens_per_s"] > 0 and not math.isnan(row["ttft_p50_ms"]), row
         assert not math.isnan(row["itl_p50_ms"]), row
+    prefix = [(row["mode"], row["concurrency"]) for row in data["prefix"]]
+    assert prefix == [(m, s) for s in (1, 8) for m in ("prefix cache", "no prefix cache")]
+    for row in data["prefix"]:
+        assert row["requests"] > 0 and row["errors"] == 0, row
+        assert row["tokens_per_s"] > 0 and not math.isnan(row["ttft_p50_ms"]), row
     assert (out / "llm.png").stat().st_size > 0
 
 
