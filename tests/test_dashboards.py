@@ -86,6 +86,9 @@ LLM = {
     "inference_request_sequences_count",
     "inference_request_sequences_sum",
     "inference_grammar_seconds_total",
+    "inference_prefix_cache_query_tokens_total",
+    "inference_prefix_cache_hit_tokens_total",
+    "inference_prefix_cache_bytes",
 }
 # the same sequence state under the model-server protocol's (vLLM's) names, for the inference
 # gateway's endpoint picker; the dashboard shows the inference_ twins
@@ -117,6 +120,7 @@ LLM_PANELS = {
     "Sequences",
     "KV cache usage",
     "Per request",
+    "Prefix cache",
 }
 
 # Runs in a subprocess with the baked src on the path: exercise every observer
@@ -157,6 +161,7 @@ events = {  # each observer method the workload's metrics have
     "inter_token": (0.01,),
     "tokens_generated": (2,),
     "sequences": (1, 0, 0.25),
+    "prefix_cache_lookup": (40, 32, 65536),
 }
 for name, args in events.items():
     if hasattr(metrics, name):
