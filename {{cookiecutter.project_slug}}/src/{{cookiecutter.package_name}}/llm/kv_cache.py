@@ -13,7 +13,7 @@ arrays (onnxruntime) and torch tensors on any device.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,20 +102,37 @@ def stack_caches(caches: Sequence[SequenceKV]) -> list[LayerKV]:
         _, rows, sources = groups.setdefault(id(cache.present), (cache.present, [], []))
         rows.append(row)
         sources.append(cache.row)
+    runs = [(present, list(_runs(rows, sources))) for present, rows, sources in groups.values()]
     stacked: list[LayerKV] = []
     for layer in range(len(first)):
         keys0, values0 = first[layer]
         shape = (len(caches), keys0.shape[1], longest, keys0.shape[3])
-        keys, values = _zeros(keys0, shape), _zeros(values0, shape)
-        for present, rows, sources in groups.values():
+        keys, values = _empty(keys0, shape), _empty(values0, shape)
+        for present, spans in runs:
             source_keys, source_values = present[layer]
             total = source_keys.shape[2]
             width = min(longest, total)
-            # one gather per group; rows shorter than ``width`` carry masked padding along
-            keys[rows, :, longest - width :] = source_keys[sources, :, total - width :]
-            values[rows, :, longest - width :] = source_values[sources, :, total - width :]
+            # slices, not fancy indexing: one contiguous copy per run of rows (a sequence
+            # that left the batch splits a run in two); rows shorter than ``width`` carry
+            # masked padding along, and what lies before ``width`` is zeroed
+            for row, source, count in spans:
+                for out, source_array in ((keys, source_keys), (values, source_values)):
+                    out[row : row + count, :, longest - width :] = source_array[
+                        source : source + count, :, total - width :
+                    ]
+                    if width < longest:
+                        out[row : row + count, :, : longest - width] = 0
         stacked.append((keys, values))
     return stacked
+
+
+def _runs(rows: list[int], sources: list[int]) -> Iterator[tuple[int, int, int]]:
+    """(first row, first source row, count) of each stretch where both advance by one."""
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or rows[i] != rows[i - 1] + 1 or sources[i] != sources[i - 1] + 1:
+            yield rows[start], sources[start], i - start
+            start = i
 
 
 def split_caches(present: Sequence[LayerKV], lengths: Sequence[int]) -> list[SequenceKV]:
@@ -144,7 +161,7 @@ def split_extended(
         for keys, values in shared:
             joined = []
             for source in (keys, values):
-                out = _zeros(source, (1, source.shape[1], past + new, source.shape[3]))
+                out = _empty(source, (1, source.shape[1], past + new, source.shape[3]))
                 out[0, :, :past] = source[row, :, total - width - past : total - width]
                 out[0, :, past:] = source[row, :, total - new :]
                 joined.append(out)
@@ -171,7 +188,7 @@ def join_positions(runs: Sequence[tuple[LayerKV, ...]]) -> SequenceKV:
         joined = []
         for kind in (0, 1):
             first = runs[0][index][kind]
-            out = _zeros(first, (1, first.shape[0], length, first.shape[2]))
+            out = _empty(first, (1, first.shape[0], length, first.shape[2]))
             at = 0
             for run in runs:
                 part = run[index][kind]
@@ -186,9 +203,9 @@ def cache_bytes(layers: tuple[LayerKV, ...]) -> int:
     return sum(keys.nbytes + values.nbytes for keys, values in layers)
 
 
-def _zeros(like: Any, shape: tuple[int, ...]) -> Any:
-    new_zeros = getattr(like, "new_zeros", None)  # torch: same dtype and device
-    return new_zeros(shape) if new_zeros is not None else np.zeros(shape, dtype=like.dtype)
+def _empty(like: Any, shape: tuple[int, ...]) -> Any:
+    new_empty = getattr(like, "new_empty", None)  # torch: same dtype and device
+    return new_empty(shape) if new_empty is not None else np.empty(shape, dtype=like.dtype)
 
 
 def _copy(array: Any) -> Any:
