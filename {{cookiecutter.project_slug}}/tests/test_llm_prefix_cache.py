@@ -19,7 +19,7 @@ from {{ cookiecutter.package_name }}.serving.errors import StartupFailed
 from .conftest import make_settings
 
 TOLERANCE = {"atol": 2e-3, "rtol": 2e-3}
-SYSTEM = "You are a terse assistant. Answer in one line, no preamble. " * 3  # 186 bytes
+SYSTEM = "You are a terse assistant. Answer in one line, no preamble. " * 4
 COMPLETION = {"max_tokens": 8, "temperature": 0}
 
 
@@ -30,27 +30,41 @@ def model(model_path: Path) -> Model:
     return loaded
 
 
-def tokens(model: Model, text: str) -> list[int]:
-    return model.tokenizer.encode(text)
+def shared_start(model: Model, limit: int) -> list[int]:
+    """The tokens of a system prompt, at most half of ``limit`` (a team model may be short)."""
+    return model.tokenizer.encode(SYSTEM)[: limit // 2]
+
+
+def ids(model: Model, count: int, seed: int = 0) -> list[int]:
+    """``count`` token ids the tokenizer has, in a repeatable order."""
+    vocab = model.tokenizer.vocab_size
+    return [(seed + 7 * i) % vocab for i in range(count)]
+
+
+def expected_hit(stored: list[int], prompt: list[int]) -> int:
+    pairs = zip(stored, prompt, strict=False)
+    common = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(stored), len(prompt)))
+    return min(common, len(prompt) - 1) // BLOCK_TOKENS * BLOCK_TOKENS
 
 
 def test_extend_after_cached_prefixes_matches_whole_prefills(model: Model) -> None:
     """A batch of prompts with different cached prefixes and remainders of different lengths
     (the shorter ones padded between past and new tokens) answers as whole prefills do."""
-    cache = PrefixCache(2**26)
+    limit = min(model.context_length, 256) - 1
+    shared = shared_start(model, limit)
+    assert len(shared) >= 2 * BLOCK_TOKENS
     prompts = [
-        tokens(model, SYSTEM + "Name a colour."),
-        tokens(model, SYSTEM + "Why is the sky blue, and why is the sea blue too?"),
-        tokens(model, SYSTEM[:40] + "a different question"),
+        shared + ids(model, 5, seed=1),
+        shared + ids(model, 30, seed=2),
+        shared[: len(shared) // 3] + ids(model, 12, seed=3),
     ]
+    prompts = [p[:limit] for p in prompts]
+    cache = PrefixCache(2**26)
     whole, whole_caches = model.prefill(prompts)
     cache.store(prompts[0], whole_caches[0])
     hits = [cache.lookup(p) for p in prompts]
-    assert [h.length for h in hits] == [
-        (len(prompts[0]) - 1) // BLOCK_TOKENS * BLOCK_TOKENS,
-        len(SYSTEM) // BLOCK_TOKENS * BLOCK_TOKENS,
-        40 // BLOCK_TOKENS * BLOCK_TOKENS,
-    ]
+    assert [h.length for h in hits] == [expected_hit(prompts[0], p) for p in prompts]
+    assert all(h.length >= BLOCK_TOKENS for h in hits)
     extended, caches = model.extend(
         [p[h.length :] for p, h in zip(prompts, hits, strict=True)], [h.cache for h in hits]
     )
@@ -65,7 +79,7 @@ def test_extend_after_cached_prefixes_matches_whole_prefills(model: Model) -> No
 
 def test_lookup_finds_the_longest_cached_run_of_whole_blocks(model: Model) -> None:
     cache = PrefixCache(2**26)
-    first = tokens(model, "x" * (3 * BLOCK_TOKENS + 5))
+    first = ids(model, 3 * BLOCK_TOKENS + 5)
     _, caches = model.prefill([first])
     cache.store(first, caches[0])
     assert cache.blocks == 3
@@ -73,23 +87,23 @@ def test_lookup_finds_the_longest_cached_run_of_whole_blocks(model: Model) -> No
     assert cache.lookup(first[: 3 * BLOCK_TOKENS]).length == 2 * BLOCK_TOKENS
     assert cache.lookup(first[: 3 * BLOCK_TOKENS + 1]).length == 3 * BLOCK_TOKENS
     changed = list(first)
-    changed[BLOCK_TOKENS + 2] = tokens(model, "y")[0]  # inside the second block
-    assert cache.lookup(changed).length == BLOCK_TOKENS
-    assert cache.lookup(tokens(model, "y" * 40)).length == 0
+    changed[BLOCK_TOKENS + 2] = (changed[BLOCK_TOKENS + 2] + 1) % model.tokenizer.vocab_size
+    assert cache.lookup(changed).length == BLOCK_TOKENS  # it differs inside the second block
+    assert cache.lookup(ids(model, 40, seed=1)).length == 0
 
 
 def test_a_block_is_reused_only_behind_the_same_prefix(model: Model) -> None:
     """The same tokens after a different start have other keys and values: no hit."""
     cache = PrefixCache(2**26)
-    block = "b" * BLOCK_TOKENS
-    stored = tokens(model, "a" * BLOCK_TOKENS + block + "tail")
+    block, tail = ids(model, BLOCK_TOKENS, seed=5), ids(model, 4, seed=6)
+    stored = ids(model, BLOCK_TOKENS, seed=1) + block + tail
     _, caches = model.prefill([stored])
     cache.store(stored, caches[0])
-    assert cache.lookup(tokens(model, "c" * BLOCK_TOKENS + block + "tail")).length == 0
+    assert cache.lookup(ids(model, BLOCK_TOKENS, seed=2) + block + tail).length == 0
 
 
 def test_memory_stays_bounded_and_evicts_chains_from_their_ends(model: Model) -> None:
-    prompt = tokens(model, "p" * (4 * BLOCK_TOKENS + 1))
+    prompt = ids(model, 4 * BLOCK_TOKENS + 1)
     _, caches = model.prefill([prompt])
     probe = PrefixCache(2**26)
     probe.store(prompt, caches[0])
@@ -99,7 +113,7 @@ def test_memory_stays_bounded_and_evicts_chains_from_their_ends(model: Model) ->
     assert cache.bytes <= 3 * block_bytes and cache.blocks == 3
     assert cache.lookup(prompt).length == 3 * BLOCK_TOKENS  # the first three blocks stayed
     for i in range(20):  # other prompts push it out; the bound holds throughout
-        other = tokens(model, f"{i:02d}" * BLOCK_TOKENS + "!")
+        other = ids(model, 2 * BLOCK_TOKENS + 1, seed=i + 1)
         _, other_caches = model.prefill([other])
         cache.store(other, other_caches[0])
         assert cache.bytes <= cache.max_bytes
@@ -117,7 +131,7 @@ def served(model_path: Path) -> Iterator[tuple[TestClient, TestClient]]:
         yield cached, uncached
 
 
-def complete(client: TestClient, prompt: str) -> str:
+def complete(client: TestClient, prompt: str | list[int]) -> str:
     body = {"model": client.get("/v1/models").json()["data"][0]["id"], "prompt": prompt}
     response = client.post("/v1/completions", json=body | COMPLETION)
     assert response.status_code == 200, response.text
@@ -144,7 +158,11 @@ def test_served_answers_are_the_same_with_and_without_the_cache(
     service = cached.app.state.service
     assert service.scheduler.prefix_cache is not None
     assert uncached.app.state.service.scheduler.prefix_cache is None
-    questions = [SYSTEM + f"Question {i}: " + "why " * i for i in range(12)]
+    tokenizer, limit = service.model.tokenizer, service.context_length - COMPLETION["max_tokens"]
+    shared = shared_start(service.model, limit)
+    questions = [
+        (shared + tokenizer.encode(f" Question {i}: " + "why " * i))[:limit] for i in range(12)
+    ]
     expected = [complete(uncached, q) for q in questions]
     assert len(set(expected)) > 1, "the model answers every prompt alike: no mix-up to see"
     stats = service.scheduler.stats
@@ -157,8 +175,7 @@ def test_served_answers_are_the_same_with_and_without_the_cache(
         answers = list(pool.map(lambda q: complete(cached, q), questions))
     assert answers == expected
     assert stats.extend_calls > extends
-    shared = len(service.model.tokenizer.encode(SYSTEM)) // BLOCK_TOKENS * BLOCK_TOKENS
-    assert stats.cached_prompt_tokens - before >= 12 * shared
+    assert stats.cached_prompt_tokens - before >= 12 * (len(shared) // BLOCK_TOKENS * BLOCK_TOKENS)
 {%- if cookiecutter.monitoring == 'prometheus' %}
     assert hit_tokens(cached) - exported == stats.cached_prompt_tokens - before
 {%- endif %}
@@ -181,5 +198,7 @@ def test_a_model_without_extend_is_served_without_prefix_caching(model_path: Pat
 
     with TestClient(create_app(make_settings(model_path), model_factory=NoExtend)) as client:
         assert client.app.state.service.scheduler.prefix_cache is None
-        assert complete(client, SYSTEM + "one")
-        assert complete(client, SYSTEM + "two")
+        service = client.app.state.service
+        shared = shared_start(service.model, service.context_length - 8)
+        assert complete(client, [*shared, 1])
+        assert complete(client, [*shared, 2])
