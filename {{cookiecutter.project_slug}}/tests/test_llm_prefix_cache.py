@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,8 @@ from fastapi.testclient import TestClient
 
 from {{ cookiecutter.package_name }}.llm.kv_cache import cache_length
 from {{ cookiecutter.package_name }}.llm.prefix_cache import BLOCK_TOKENS, PrefixCache
+from {{ cookiecutter.package_name }}.llm.sampling import SamplingParams
+from {{ cookiecutter.package_name }}.llm.scheduler import Scheduler
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.serving.errors import StartupFailed
@@ -119,6 +122,38 @@ def test_memory_stays_bounded_and_evicts_chains_from_their_ends(model: Model) ->
         assert cache.bytes <= cache.max_bytes
     assert cache.lookup(prompt).length == 0
     assert cache.lookup(other).length == 2 * BLOCK_TOKENS  # the newest is cached
+
+
+def test_the_token_budget_counts_only_the_tokens_after_a_cached_prefix(model: Model) -> None:
+    """Four prompts of 100 tokens with a cached start of 96 fit one step's budget of 64."""
+    shared = ids(model, 6 * BLOCK_TOKENS)
+    scheduler = Scheduler(
+        model,
+        max_running=8,
+        max_waiting=8,
+        max_tokens_per_step=64,
+        context_length=min(model.context_length, 256),
+        request_timeout_s=30,
+        prefix_cache=PrefixCache(2**26),
+        keep_history=True,
+    )
+    params = SamplingParams(max_tokens=2, temperature=0)
+
+    async def run() -> None:
+        scheduler.start()
+        first = scheduler.submit([[*shared, 1]], params)
+        async for _ in first.events():
+            pass
+        # four prompts queued at once (one request), each 100 tokens long
+        later = scheduler.submit([[*shared, *ids(model, 4, seed=i)] for i in range(4)], params)
+        async for _ in later.events():
+            pass
+        await scheduler.drain(10)
+
+    asyncio.run(run())
+    assert len(scheduler.stats.prefill_batches) == 2, scheduler.stats.prefill_batches
+    assert len(scheduler.stats.prefill_batches[-1]) == 4  # all four in one step
+    assert scheduler.stats.cached_prompt_tokens == 4 * len(shared)
 
 
 @pytest.fixture(scope="module")

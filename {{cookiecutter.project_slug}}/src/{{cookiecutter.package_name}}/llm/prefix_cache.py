@@ -61,19 +61,27 @@ class PrefixCache:
         self._blocks.clear()
         self.bytes = 0
 
+    def cached_length(self, prompt: Sequence[int]) -> int:
+        """What ``lookup`` would find, without touching or copying anything (for budgets)."""
+        return len(self._cached_keys(prompt)) * BLOCK_TOKENS
+
     def lookup(self, prompt: Sequence[int]) -> PrefixHit:
         """The longest cached prefix of ``prompt`` that leaves at least one token to compute."""
-        keys = []
-        for key, _ in block_keys(prompt[: len(prompt) - 1]):
-            if key not in self._blocks:
-                break
-            keys.append(key)
+        keys = self._cached_keys(prompt)
         if not keys:
             return PrefixHit(0, None)
         for key in reversed(keys):  # the first block ends up the most recently used
             self._blocks.move_to_end(key)
         cache = join_positions([self._blocks[key].layers for key in keys])
         return PrefixHit(len(keys) * BLOCK_TOKENS, cache)
+
+    def _cached_keys(self, prompt: Sequence[int]) -> list[bytes]:
+        keys = []
+        for key, _ in block_keys(prompt[: len(prompt) - 1]):
+            if key not in self._blocks:
+                break
+            keys.append(key)
+        return keys
 
     def store(self, prompt: Sequence[int], cache: SequenceKV) -> None:
         """Keep the whole blocks of a prefilled prompt that are not cached yet."""

@@ -5,10 +5,11 @@ One engine thread owns the model; the event loop never waits on it. Each step:
 1. sequences whose client went away are dropped: their slot and KV cache are free;
 2. waiting sequences are admitted while a slot is free (``max_running``) and the
    step's token budget lasts (``max_tokens_per_step``: one token per running
-   sequence plus the prompts admitted; the first waiting prompt is always
-   admitted when a slot is free), and prefilled in one batched call. Prefill
-   comes first, so a new request waits at most one decode step for its first
-   token, and the budget bounds how long running streams pause for it;
+   sequence plus the prompt tokens admitted, less those found in the prefix
+   cache; the first waiting prompt is always admitted when a slot is free),
+   and prefilled in one batched call. Prefill comes first, so a new request
+   waits at most one decode step for its first token, and the budget bounds
+   how long running streams pause for it;
 3. every running sequence gets its next token from one batched decode call.
 
 With a prefix cache (``llm/prefix_cache.py``), an admitted prompt that starts
@@ -445,6 +446,8 @@ class Scheduler:
         while self._waiting and len(self._waiting[0]) <= free:
             group = self._waiting[0]
             cost = group[0].prompt_tokens  # the n choices of a prompt share one prefill
+            if self.prefix_cache is not None:  # only the tokens after a cached prefix run
+                cost -= self.prefix_cache.cached_length(group[0].prompt_ids)
             if admitted and cost > budget:
                 break
             admitted.append(self._waiting.popleft())
