@@ -50,7 +50,15 @@ from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.settings import Settings
 
 JSON = {"Content-Type": "application/json"}
-MODES = {"continuous batching": "32", "one at a time": "1"}  # MAX_RUNNING_SEQUENCES
+# the two services of the main comparison, and of --prefix: their settings beside the common ones
+MODES = {
+    "continuous batching": {"MAX_RUNNING_SEQUENCES": "32"},
+    "one at a time": {"MAX_RUNNING_SEQUENCES": "1"},
+}
+PREFIX_MODES: dict[str, dict[str, str]] = {
+    "prefix cache": {},  # the default PREFIX_CACHE_MB
+    "no prefix cache": {"PREFIX_CACHE_MB": "0"},
+}
 
 
 def prompt(index: int) -> str:
@@ -184,11 +192,34 @@ def measure_raw(settings: Settings, batches: list[int], steps: int) -> dict[int,
     return rates
 
 
+async def served_model(target: lib.Target) -> str:
+    reply = await lib.one_reply(target, target.request("/v1/models", method="GET"), "models")
+    return json.loads(reply.body)["data"][0]["id"]
+
+
+def start_services(
+    stack: ExitStack, modes: dict[str, dict[str, str]], args: argparse.Namespace
+) -> dict[str, lib.Target]:
+    """One service per mode, all at once, each with its settings beside the common ones."""
+    targets = {}
+    for mode, settings in modes.items():
+        config = {
+            "MAX_WAITING_SEQUENCES": "1024",
+            "REQUEST_TIMEOUT_S": "3600",
+            "LOG_LEVEL": "WARNING",
+            "INTRA_OP_THREADS": str(args.threads),
+            **settings,
+        }
+        log = args.out / f"service-{mode.replace(' ', '-')}.log"
+        port, _ = stack.enter_context(lib.service(config, log))
+        targets[mode] = lib.Target("127.0.0.1", port, args.api_key)
+    return targets
+
+
 async def measure(targets: dict[str, lib.Target], args: argparse.Namespace) -> list[dict]:
     rows, requests = [], {}
     for mode, target in targets.items():
-        reply = await lib.one_reply(target, target.request("/v1/models", method="GET"), "models")
-        model = json.loads(reply.body)["data"][0]["id"]
+        model = await served_model(target)
         requests[mode] = [completion_request(target, model, i, args.max_tokens) for i in range(64)]
     for streams in args.levels:
         for mode, target in targets.items():
@@ -208,8 +239,7 @@ async def measure(targets: dict[str, lib.Target], args: argparse.Namespace) -> l
 
 async def measure_options(target: lib.Target, args: argparse.Namespace) -> list[dict]:
     """Each sampling option at the top level beside plain requests, two interleaved rounds."""
-    reply = await lib.one_reply(target, target.request("/v1/models", method="GET"), "models")
-    model = json.loads(reply.body)["data"][0]["id"]
+    model = await served_model(target)
     top = max(args.levels)
     loads: dict[str, list[lib.Load]] = {name: [] for name in OPTIONS}
     for _ in range(2):
@@ -244,15 +274,11 @@ async def measure_options(target: lib.Target, args: argparse.Namespace) -> list[
     return rows
 
 
-PREFIX_MODES = {"prefix cache": None, "no prefix cache": "0"}  # PREFIX_CACHE_MB
-
-
 async def measure_prefix(targets: dict[str, lib.Target], args: argparse.Namespace) -> list[dict]:
     """TTFT with and without prefix caching on prompts sharing a system prompt."""
     system, requests, answers = system_prompt(args.prefix_bytes), {}, {}
     for mode, target in targets.items():
-        reply = await lib.one_reply(target, target.request("/v1/models", method="GET"), "models")
-        model = json.loads(reply.body)["data"][0]["id"]
+        model = await served_model(target)
         requests[mode] = [prefix_request(target, model, system, i) for i in range(64)]
         answers[mode] = []
         for request in requests[mode][:4]:  # the first fills the cache, the others hit it
@@ -303,20 +329,10 @@ def main() -> None:
         {size: round(rate) for size, rate in raw.items()},
     )
     with ExitStack() as stack:
-        targets = {}
         if args.url:
-            targets["as-is"] = lib.url_target(args.url, args.api_key)
-        for mode, running in {} if args.url else MODES.items():
-            config = {
-                "MAX_RUNNING_SEQUENCES": running,
-                "MAX_WAITING_SEQUENCES": "1024",
-                "REQUEST_TIMEOUT_S": "3600",
-                "LOG_LEVEL": "WARNING",
-                "INTRA_OP_THREADS": str(args.threads),
-            }
-            log = args.out / f"service-{running}.log"
-            port, _ = stack.enter_context(lib.service(config, log))
-            targets[mode] = lib.Target("127.0.0.1", port, args.api_key)
+            targets = {"as-is": lib.url_target(args.url, args.api_key)}
+        else:
+            targets = start_services(stack, MODES, args)
         rows = lib.run(measure(targets, args))
         options = []
         if args.options:
@@ -324,20 +340,7 @@ def main() -> None:
     prefix = []
     if args.prefix and not args.url:
         with ExitStack() as stack:
-            targets_prefix = {}
-            for mode, megabytes in PREFIX_MODES.items():
-                config = {
-                    "MAX_WAITING_SEQUENCES": "1024",
-                    "REQUEST_TIMEOUT_S": "3600",
-                    "LOG_LEVEL": "WARNING",
-                    "INTRA_OP_THREADS": str(args.threads),
-                }
-                if megabytes is not None:
-                    config["PREFIX_CACHE_MB"] = megabytes
-                log = args.out / f"service-{mode.replace(' ', '-')}.log"
-                port, _ = stack.enter_context(lib.service(config, log))
-                targets_prefix[mode] = lib.Target("127.0.0.1", port, args.api_key)
-            prefix = lib.run(measure_prefix(targets_prefix, args))
+            prefix = lib.run(measure_prefix(start_services(stack, PREFIX_MODES, args), args))
     rows.sort(key=lambda row: (list(targets).index(row["mode"]), row["concurrency"]))
     print()
     print(lib.table(COLUMNS, [cells(row) for row in rows]))
