@@ -45,7 +45,8 @@ from {{ cookiecutter.package_name }}.model import (
 )
 
 SEED = 20240601
-HEADS = 8  # query heads; KV_HEADS of them share each key/value head
+HEADS = 8  # query heads; each group of GROUP shares one of the KV_HEADS key/value heads
+GROUP = HEADS // KV_HEADS
 DIM = HEADS * HEAD_DIM
 FFN = 4 * DIM
 WEIGHTS_FILE = "model.weights"
@@ -164,12 +165,19 @@ def build_graph(with_past: bool) -> onnx.GraphProto:
         ],
     )
     bias = g.op("Where", [allowed, g.const(0.0, np.float32), g.const(-1e9, np.float32)])
+    bias = g.op("Unsqueeze", [bias, g.const([1])])  # (batch, 1, 1, tokens, total)
+    total_dim = g.op("Unsqueeze", [total, g.const([0])])
+    by_head = g.op("Concat", [g.const([0, 0, GROUP, -1]), total_dim], axis=0)
+    rows = g.op("Concat", [g.const([0, 0, -1]), total_dim], axis=0)
     scale = g.const(1.0 / np.sqrt(HEAD_DIM), np.float32)
     for i in range(LAYERS):
         p = f"layers.{i}"
         h = g.layer_norm(x, f"{p}.norm1")
-        q = g.op("Reshape", [g.linear(h, f"{p}.q"), g.const([0, 0, HEADS, HEAD_DIM])])
-        q = g.op("Transpose", [q], perm=[0, 2, 1, 3])  # (batch, heads, tokens, head_dim)
+        # the query heads sharing a key/value head are rows of one product with it:
+        # (batch, kv_heads, group x tokens, head_dim); query head h reads kv head h // GROUP
+        q = g.op("Reshape", [g.linear(h, f"{p}.q"), g.const([0, 0, KV_HEADS, GROUP, HEAD_DIM])])
+        q = g.op("Transpose", [q], perm=[0, 2, 3, 1, 4])
+        q = g.op("Reshape", [q, g.const([0, 0, -1, HEAD_DIM])])
         kv = g.op("Reshape", [g.linear(h, f"{p}.kv"), g.const([0, 0, 2, KV_HEADS, HEAD_DIM])])
         kv = g.op("Transpose", [kv], perm=[2, 0, 3, 1, 4])  # (2, batch, kv_heads, tokens, head_dim)
         key_names = (PRESENT.format(layer=i, kind="key"), PRESENT.format(layer=i, kind="value"))
@@ -181,12 +189,15 @@ def build_graph(with_past: bool) -> onnx.GraphProto:
         else:
             k = g.op("Gather", [kv, g.const(0)], key_names[0], axis=0)
             v = g.op("Gather", [kv, g.const(1)], key_names[1], axis=0)
-        # the single key/value head broadcasts over all query heads
         scores = g.op(
             "Mul", [g.op("MatMul", [q, g.op("Transpose", [k], perm=[0, 1, 3, 2])]), scale]
         )
-        weights = g.op("Softmax", [g.op("Add", [scores, bias])], axis=-1)
-        attended = g.op("Transpose", [g.op("MatMul", [weights, v])], perm=[0, 2, 1, 3])
+        scores = g.op("Reshape", [scores, by_head])  # (batch, kv_heads, group, tokens, total)
+        weights = g.op("Reshape", [g.op("Softmax", [g.op("Add", [scores, bias])], axis=-1), rows])
+        attended = g.op("MatMul", [weights, v])
+        attended = g.op("Reshape", [attended, g.const([0, 0, GROUP, -1, HEAD_DIM])])
+        # (batch, tokens, kv_heads, group, head_dim): query heads back in their order
+        attended = g.op("Transpose", [attended], perm=[0, 3, 1, 2, 4])
         attended = g.op("Reshape", [attended, g.const([0, 0, DIM])])
         x = g.op("Add", [x, g.linear(attended, f"{p}.out")])
         h = g.linear(g.layer_norm(x, f"{p}.norm2"), f"{p}.fc1")
