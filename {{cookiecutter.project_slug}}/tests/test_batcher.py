@@ -484,9 +484,10 @@ class FakeModel(ImageClassifier):
         self.gate = threading.Event()
         self.gate.set()
         self.calls: list[int] = []
+        self.threads: dict[str, set[int]] = {"load": set(), "predict": set()}
 
     def load(self) -> None:
-        pass
+        self.threads["load"].add(threading.get_ident())
 
     def preprocess(self, data: bytes) -> np.ndarray:
         if data != b"ok":
@@ -495,6 +496,7 @@ class FakeModel(ImageClassifier):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         self.calls.append(len(batch))
+        self.threads["predict"].add(threading.get_ident())
         assert self.gate.wait(SAFETY_S)
         return batch.reshape(len(batch), -1).astype(np.float32)  # row i -> its 12 values
 
@@ -680,5 +682,18 @@ def test_classify_takes_a_raw_image_body_or_multipart(tmp_path: Path) -> None:
         )
         assert other.status_code == 415
         assert other.json()["error"]["param"] == "file"
+
+    http_scenario(tmp_path, test)
+
+
+def test_the_model_is_loaded_and_run_on_one_thread(tmp_path: Path) -> None:
+    """torch's OpenMP pool slows down once a second thread has computed (serving/batch_service)."""
+
+    async def test(client: httpx.AsyncClient, app: Any, model: FakeModel) -> None:
+        answers = await asyncio.gather(*(client.post(INFER_URL, json=v2_body(i)) for i in range(8)))
+        assert [r.status_code for r in answers] == [200] * 8
+        assert len(model.threads["load"]) == 1
+        assert model.threads["predict"] == model.threads["load"]  # warmup and batches
+        assert threading.get_ident() not in model.threads["load"]  # never the event loop
 
     http_scenario(tmp_path, test)

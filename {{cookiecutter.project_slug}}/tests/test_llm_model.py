@@ -5,6 +5,7 @@ All but the reference test hold for any model that satisfies ``model.py``'s cont
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +119,31 @@ def test_warmup_covers_prefill_and_decode_shapes_before_ready(model_path: Path) 
     assert {size for size, _ in decodes} == set(sizes)
     assert (1, context - 1) in prefills  # the longest prompt
     assert (4, context - 1) in decodes  # the biggest decode batch at the longest past
+
+
+def test_the_model_is_loaded_warmed_and_stepped_on_one_thread(model_path: Path) -> None:
+    """torch's OpenMP pool slows down once a second thread has computed (llm/engine_thread)."""
+    threads: dict[str, set[int]] = {"load": set(), "prefill": set(), "decode": set()}
+
+    class Recording(Model):
+        def load(self) -> None:
+            threads["load"].add(threading.get_ident())
+            super().load()
+
+        def prefill(self, prompts):  # type: ignore[no-untyped-def]
+            threads["prefill"].add(threading.get_ident())
+            return super().prefill(prompts)
+
+        def decode(self, tokens, caches):  # type: ignore[no-untyped-def]
+            threads["decode"].add(threading.get_ident())
+            return super().decode(tokens, caches)
+
+    settings = make_settings(model_path, max_running_sequences=2, intra_op_threads=1)
+    with TestClient(create_app(settings, model_factory=Recording)) as client:
+        warmed = {name: set(ids) for name, ids in threads.items()}
+        body = {"model": settings.model_name, "prompt": "once upon", "max_tokens": 4}
+        assert client.post("/v1/completions", json=body).status_code == 200
+    assert len(threads["load"]) == 1
+    assert warmed["prefill"] == warmed["decode"] == threads["load"]  # warmup
+    assert threads["prefill"] == threads["decode"] == threads["load"]  # serving
+    assert threading.get_ident() not in threads["load"]

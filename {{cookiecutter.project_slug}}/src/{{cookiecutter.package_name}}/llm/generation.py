@@ -23,6 +23,7 @@ from ..serving.lifecycle import Readiness
 from ..serving.warmup import warmup_batch_sizes
 from ..settings import Settings
 from .contract import WARMUP_TEXT, check_extend, check_tokenizer
+from .engine_thread import EngineThread
 from .grammar import GrammarEngine
 from .prefix_cache import BLOCK_TOKENS, PrefixCache
 from .sampling import SamplingParams
@@ -63,7 +64,8 @@ class GenerationService:
     ) -> GenerationService:
         started = time.perf_counter()
         model = factory()
-        await asyncio.to_thread(model.load)
+        engine = EngineThread()  # the model's one thread, from loading to the last step
+        await engine.call(model.load)
         check_tokenizer(model.tokenizer, model.vocab_size)
         context_length = settings.context_length or model.context_length
         if context_length > model.context_length:
@@ -85,6 +87,7 @@ class GenerationService:
             request_timeout_s=settings.request_timeout_s,
             observer=observer,
             prefix_cache=prefix_cache,
+            engine=engine,
         )
         # the vocabulary as the grammar engine reads it (about 1 s for a large Hugging Face one)
         grammar = await asyncio.to_thread(GrammarEngine, model.tokenizer, model.vocab_size)
@@ -99,11 +102,11 @@ class GenerationService:
         """Warm up every shape the scheduler will use, start the engine and report ready."""
         started = time.perf_counter()
         scheduler = self.scheduler
-        shapes = await asyncio.to_thread(
+        shapes = await scheduler.engine.call(
             warm_up, self.model, scheduler.max_running, scheduler.context_length
         )
         if scheduler.prefix_cache is not None:
-            check = await asyncio.to_thread(
+            check = await scheduler.engine.call(
                 check_extend, self.model, scheduler.prefix_cache, scheduler.context_length
             )
             shapes.append(check)

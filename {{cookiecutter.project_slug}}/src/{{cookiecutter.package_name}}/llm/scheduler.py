@@ -1,6 +1,7 @@
 """Continuous batching: sequences join the running batch at every step and leave when done.
 
-One engine thread owns the model; the event loop never waits on it. Each step:
+One engine thread owns the model (``llm/engine_thread.py``: the same thread
+loaded and warmed it); the event loop never waits on it. Each step:
 
 1. sequences whose client went away are dropped: their slot and KV cache are free;
 2. waiting sequences are admitted while a slot is free (``max_running``) and the
@@ -37,6 +38,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +56,7 @@ from ..serving.errors import (
     ServiceError,
 )
 from ..serving.oom import is_out_of_memory, release_cached_memory
+from .engine_thread import EngineThread
 from .prefix_cache import PrefixCache, PrefixHit
 from .sampling import SamplingParams, SequenceSampling, TokenLogprob, next_tokens
 from .text_stream import TextStream
@@ -303,9 +307,11 @@ class Scheduler:
         request_timeout_s: float,
         observer: GenerationObserver | None = None,
         prefix_cache: PrefixCache | None = None,
+        engine: EngineThread | None = None,
         keep_history: bool = False,
     ) -> None:
         self.model = model
+        self.engine = engine or EngineThread()
         self.prefix_cache = prefix_cache
         self.max_running = max_running
         self.max_waiting = max_waiting
@@ -321,7 +327,7 @@ class Scheduler:
         self._cond = threading.Condition()
         self._closed = False  # no new work
         self._abort = False  # stop now, failing what is left
-        self._thread: threading.Thread | None = None
+        self._engine_loop: Future[None] | None = None  # _run on the engine thread
         self._loop: asyncio.AbstractEventLoop | None = None
         self._keep_history = keep_history
         self.stats = SchedulerStats()
@@ -344,15 +350,14 @@ class Scheduler:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._run, name="generation-engine", daemon=True)
-        self._thread.start()
+        self._engine_loop = self.engine.submit(self._run)
 
     def submit(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, n: int = 1
     ) -> Generation:
         """Queue ``n`` sequences per prompt, all or none: refuse at once when shutting down,
         when too many wait, or when a prompt's choices could never run together."""
-        if self._closed or self._thread is None:
+        if self._closed or self._engine_loop is None:
             raise NotReady(
                 "the service is shutting down" if self._closed else "the model is not ready"
             )
@@ -387,17 +392,18 @@ class Scheduler:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        thread = self._thread
-        if thread is None:
+        self.engine.close()
+        engine_loop = self._engine_loop
+        if engine_loop is None:
             self._fail_all(NotReady("the service shut down before this ran"))
             return True
-        await asyncio.to_thread(thread.join, timeout_s)
-        finished = not thread.is_alive()
+        await asyncio.to_thread(wait_for_futures, [engine_loop], timeout_s)
+        finished = engine_loop.done()
         if not finished:
             with self._cond:
                 self._abort = True
                 self._cond.notify_all()
-            await asyncio.to_thread(thread.join, 10.0)
+            await asyncio.to_thread(wait_for_futures, [engine_loop], 10.0)
         return finished
 
     # --- engine thread --------------------------------------------------------------

@@ -165,6 +165,10 @@ class Admission:
         )
 
 
+def model_threads(instances: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=instances, thread_name_prefix="model")
+
+
 class Batcher(Generic[InstanceT]):
     """Queue + batching workers for one model (one worker per instance)."""
 
@@ -179,7 +183,10 @@ class Batcher(Generic[InstanceT]):
         observer: BatchObserver | None = None,
         keep_batch_sizes: bool = False,
         max_batch_cost: int | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
+        """``executor``: the threads that call the model, one per instance (by default new
+        ones); pass those that loaded the instances (see ``InferenceService.load``)."""
         if not instances:
             raise ValueError("at least one model instance is needed")
         self._run_batch = run_batch
@@ -200,9 +207,7 @@ class Batcher(Generic[InstanceT]):
         self._not_empty = asyncio.Event()
         self._dispatch_now = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
-        self._executor = ThreadPoolExecutor(
-            max_workers=len(self._instances), thread_name_prefix="model"
-        )
+        self._executor = executor or model_threads(len(self._instances))
         self.stats = BatcherStats()
         self._keep_batch_sizes = keep_batch_sizes
 
