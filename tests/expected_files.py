@@ -75,6 +75,7 @@ BY_OPTION: dict[tuple[str, str], set[str]] = {
     ("workload", "llm"): workload_package(
         "llm",
         "contract",
+        "engine_thread",
         "generation",
         "grammar",
         "kv_cache",
