@@ -305,10 +305,12 @@ def spawned(
     log_path: Path,
     ready_path: str,
     clean_exits: tuple[int, ...] = (0,),
+    root: Path = ROOT,
 ) -> Iterator[tuple[int, int]]:
     """Run ``command`` with these settings (names without the prefix) on a free port.
 
-    Yields (port, pid) once ``ready_path`` answers 200; SIGTERM at the end.
+    Yields (port, pid) once ``ready_path`` answers 200; SIGTERM at the end. ``root``: the
+    project it runs in (its ``src`` first on the path), this one unless another is named.
     """
     port = free_port()
     env = {
@@ -317,12 +319,12 @@ def spawned(
         f"{ENV_PREFIX}HOST": "127.0.0.1",
         f"{ENV_PREFIX}PORT": str(port),
         "PYTHONPATH": os.pathsep.join(
-            filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])
+            filter(None, [str(root / "src"), os.environ.get("PYTHONPATH")])
         ),
     }
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+        process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=log)
         try:
             wait_ready(f"http://127.0.0.1:{port}{ready_path}", 300, process)
             yield port, process.pid

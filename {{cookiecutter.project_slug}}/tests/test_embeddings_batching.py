@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package_name }}.embeddings.tokens import chunk, pad, run_embedding_batch
+from {{ cookiecutter.package_name }}.embeddings.tokens import (
+    chunk,
+    length_groups,
+    pad,
+    run_embedding_batch,
+)
 from {{ cookiecutter.package_name }}.main import create_app
 from {{ cookiecutter.package_name }}.model import Model
 from {{ cookiecutter.package_name }}.serving.batcher import Batcher
@@ -54,6 +59,37 @@ def test_run_embedding_batch_gives_each_payload_its_rows() -> None:
     payloads = [sequences(2, 3), [[7, 7]], [[9], [4, 4, 4, 4]]]
     results = run_embedding_batch(RowIdModel(), payloads)
     assert [r.tolist() for r in results] == [[[0, 2], [1, 3]], [[7, 2]], [[9, 1], [4, 4]]]
+
+
+def test_length_groups_cut_where_padding_would_pass_the_bound() -> None:
+    lengths = [40, 10, 11, 41, 12, 39, 10, 42]
+    groups = length_groups(lengths, call_tokens=20, max_padding=0.2)
+    assert sorted(i for group in groups for i in group) == list(range(len(lengths)))
+    assert [[lengths[i] for i in group] for group in groups] == [[10, 10, 11, 12], [39, 40, 41, 42]]
+    for group in groups:
+        padded = len(group) * max(lengths[i] for i in group)
+        assert padded - sum(lengths[i] for i in group) <= 0.2 * padded
+
+
+def test_length_groups_keep_small_groups_together() -> None:
+    """Padding cheaper than another model call is kept: a call has a fixed cost."""
+    assert length_groups([5, 50, 6], call_tokens=100, max_padding=0.1) == [[0, 2, 1]]
+    assert length_groups([5, 50, 6], call_tokens=10, max_padding=0.1) == [[0, 2], [1]]
+
+
+def test_run_embedding_batch_groups_by_length_and_puts_rows_back() -> None:
+    calls: list[list[int]] = []
+
+    class RecordingModel(RowIdModel):
+        def predict(self, batch: list[list[int]]) -> np.ndarray:
+            calls.append([len(s) for s in batch])
+            return super().predict(batch)
+
+    long, short = [[5] * 300, [6] * 290], [[7] * 3, [8] * 4]
+    payloads = [[long[0], short[0]], [short[1], long[1]]]
+    results = run_embedding_batch(RecordingModel(), payloads)
+    assert [r.tolist() for r in results] == [[[5, 300], [7, 3]], [[8, 4], [6, 290]]]
+    assert calls == [[3, 4], [290, 300]]  # no call pads a 3-token input to 300
 
 
 def run_batcher(

@@ -61,18 +61,58 @@ def chunk(sequences: Sequence[list[int]], max_items: int, max_tokens: int) -> li
     return payloads
 
 
+def length_groups(lengths: Sequence[int], call_tokens: int, max_padding: float) -> list[list[int]]:
+    """The inputs' indices, shortest first, cut into groups that waste little on padding.
+
+    A batch is padded to its longest input, so a batch of mixed lengths spends
+    much of its compute on padding (lengths uniform in 10 to 50 tokens, 32 of
+    them: about 40%). Sorted by length, a group is cut before the input that
+    would make its padding both more than ``max_padding`` of its padded tokens
+    and more than ``call_tokens``: what one more model call costs, in tokens'
+    worth of compute.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for index in order:
+        length = lengths[index]
+        padded = (len(current) + 1) * length
+        padding = padded - tokens - length
+        if current and padding > call_tokens and padding > max_padding * padded:
+            groups.append(current)
+            current, tokens = [], 0
+        current.append(index)
+        tokens += length
+    if current:
+        groups.append(current)
+    return groups
+
+
 class EmbeddingModel(Protocol):
     def predict(self, sequences: list[list[int]]) -> np.ndarray: ...
+
+
+# Measured on all-MiniLM-L6-v2, 2 CPUs (torch and onnxruntime alike): see docs chapter 05.
+GROUP_CALL_TOKENS = 64
+GROUP_MAX_PADDING = 0.15
 
 
 def run_embedding_batch(
     model: EmbeddingModel, payloads: Sequence[TokenPayload]
 ) -> list[np.ndarray]:
-    """Embed every payload's inputs in one model call; give each payload its own rows back."""
+    """Embed every payload's inputs, grouped by length; give each payload its own rows back."""
     sequences = [sequence for payload in payloads for sequence in payload]
-    vectors = model.predict(sequences)
-    if len(vectors) != len(sequences):
-        raise RuntimeError(f"predict returned {len(vectors)} vectors for {len(sequences)} inputs")
+    groups = length_groups([len(s) for s in sequences], GROUP_CALL_TOKENS, GROUP_MAX_PADDING)
+    vectors: np.ndarray | None = None
+    for group in groups:
+        rows = model.predict([sequences[index] for index in group])
+        if len(rows) != len(group):
+            raise RuntimeError(f"predict returned {len(rows)} vectors for {len(group)} inputs")
+        if vectors is None:
+            vectors = np.empty((len(sequences), *rows.shape[1:]), dtype=rows.dtype)
+        vectors[group] = rows
+    assert vectors is not None  # a batch holds at least one input
     results: list[np.ndarray] = []
     start = 0
     for payload in payloads:
