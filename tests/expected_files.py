@@ -28,6 +28,7 @@ COMMON = {
     f"{PACKAGE}/main.py",
     f"{PACKAGE}/serving/middleware.py",
     f"{PACKAGE}/serving/http_protocol.py",
+    f"{PACKAGE}/serving/sockets.py",
     f"{PACKAGE}/model.py",
     f"{PACKAGE}/serving/cpus.py",
     f"{PACKAGE}/serving/device.py",

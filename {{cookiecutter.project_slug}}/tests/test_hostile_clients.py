@@ -14,6 +14,7 @@ import json
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -360,16 +361,85 @@ def test_an_empty_or_padded_api_key_fails_startup(
 
 
 @pytest.mark.heavy
-def test_a_busy_port_fails_before_the_model_loads(model_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_busy_port_fails_before_the_model_loads(model_path: Path, workers: int) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        process = start_server(model_path, port, 0.0)
+        process = start_server(model_path, port, 0.0, workers=workers)
         output = process.communicate(timeout=60)[0]
     assert process.returncode == 3, output
     assert "address already in use" in output.lower()
     assert "model loaded" not in output and "ready: serving" not in output
+
+
+def sockets_on_port(port: int, state: str) -> set[int]:
+    """Inodes of this machine's TCP sockets on local ``port`` in ``state`` (/proc/net/tcp)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == state:
+                    found.add(int(fields[9]))
+    return found
+
+
+def socket_owners(parent: int, inodes: set[int]) -> dict[int, int]:
+    """How many of these sockets each child process of ``parent`` holds."""
+    owners: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
+                continue
+            held = {
+                int(link.readlink().name[8:-1])
+                for link in (proc / "fd").iterdir()
+                if link.readlink().name.startswith("socket:[")
+            }
+            owners[int(proc.name)] = len(held & inodes)
+    return {pid: count for pid, count in owners.items() if count}
+
+
+@pytest.mark.heavy
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_REUSEPORT spreads connections on Linux")
+def test_connections_opened_at_once_are_spread_over_the_workers(model_path: Path) -> None:
+    """With one listening socket shared, the first worker to wake accepted all 16."""
+    port = free_port()
+    process = start_server(model_path, port, 0.0, workers=2)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, timeout_s=120)
+        deadline = time.monotonic() + 120
+        while len(socket_owners(process.pid, sockets_on_port(port, "0A"))) < 2:  # LISTEN
+            assert time.monotonic() < deadline, "the second worker never listened"
+            time.sleep(0.1)
+
+        async def burst() -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+            opened = await asyncio.gather(
+                *(asyncio.open_connection("127.0.0.1", port) for _ in range(16))
+            )
+            for _, writer in opened:
+                writer.write(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            for reader, _ in opened:  # answered: each connection is held by a worker now
+                assert (await reader.readuntil(b"\r\n")).startswith(b"HTTP/1.1 200")
+            return opened
+
+        async def scenario() -> dict[int, int]:
+            opened = await burst()
+            owners = socket_owners(process.pid, sockets_on_port(port, "01"))  # ESTABLISHED
+            for _, writer in opened:
+                writer.close()
+            return owners
+
+        owners = run_async(scenario())
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)
+    assert sum(owners.values()) == 16, owners
+    assert len(owners) == 2, f"connections per worker: {owners}"
 
 
 @pytest.mark.heavy

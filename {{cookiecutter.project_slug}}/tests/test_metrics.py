@@ -533,7 +533,7 @@ def test_server_with_two_workers_counts_every_request(model_path: Path, tmp_path
     try:
         wait_until_both_workers_ready(server, base, tmp_path)
         sent = 40
-        for _ in range(sent):  # a new connection each: the workers share the listening socket
+        for _ in range(sent):  # a new connection each: the kernel picks a worker for each
             response = httpx.get(f"{base}/health/live", headers={"Connection": "close"})
             assert response.status_code == 200
         for _ in range(3):  # whichever worker answers, it reports both

@@ -16,8 +16,10 @@ signal stops at once, with exit status 128 + its number (130 for SIGINT, 143
 for SIGTERM).
 
 Several processes (``WORKERS=N``{{ '' if cookiecutter.workload == 'llm' else ', or 0 on a CPU device: one per usable CPU' }}):
-uvicorn's supervisor binds the socket and starts N workers; each builds the app
-and loads its own copy of the model, and one that dies is replaced. On SIGTERM
+uvicorn's supervisor binds the port and starts N workers; each listens on a
+socket of its own (SO_REUSEPORT, on Linux: the kernel spreads connections over
+them), builds the app and loads its own copy of the model, and one that dies is
+replaced. On SIGTERM
 the supervisor passes the signal to every worker, which stops accepting
 connections, lets its in-flight requests (queued ones included) finish within
 SHUTDOWN_TIMEOUT_S, drains its batcher and exits; then the supervisor exits 0.
@@ -56,6 +58,7 @@ from .main import create_app
 from .metrics import shared_metrics_dir
 {%- endif %}
 from .serving.http_protocol import HeaderLimits
+from .serving.sockets import WorkerSocket, port_socket
 from .settings import ENV_PREFIX, Settings, describe_invalid, get_settings
 
 logger = logging.getLogger(__name__)
@@ -135,9 +138,9 @@ def serve(settings: Settings) -> None:
     """One process: this one."""
     app = create_app(settings)
     config = guarded_config(settings, app)
-    socket = config.bind_socket()  # a busy port fails here (exit 3), before the model loads
+    listener = config.bind_socket()  # a busy port fails here (exit 3), before the model loads
     server = DrainingServer(config, app, settings.shutdown_timeout_s)
-    server.run(sockets=[socket])
+    server.run(sockets=[listener])
     if not server.started:  # start-up failed (model missing or corrupt): the log says why
         raise SystemExit(STARTUP_FAILURE)
     # Drained and closed: skip the interpreter's teardown, which SHUTDOWN_TIMEOUT_S does not
@@ -149,12 +152,30 @@ def serve(settings: Settings) -> None:
 
 
 def serve_workers(settings: Settings) -> None:
-    """Several processes, supervised; each worker calls ``create_app()`` itself."""
+    """Several processes, supervised; each worker calls ``create_app()`` itself.
+
+    On Linux each worker listens on a socket of its own (``WorkerSocket``); this process
+    binds the port first, without listening (it gets no connections), so a busy port fails
+    here before any worker loads the model. Elsewhere SO_REUSEPORT does not spread
+    connections, and the workers share one socket.
+    """
     config = guarded_config(
         settings, f"{__package__}.main:create_app", factory=True, workers=settings.worker_processes
     )
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-    supervisor.run()
+    if sys.platform == "linux":
+        try:
+            claim = port_socket(config.host, config.port)
+        except OSError as exc:
+            logger.error("cannot bind %s:%s: %s", config.host, config.port, exc)
+            raise SystemExit(STARTUP_FAILURE) from None
+        # the port the claim got (PORT=0 asks the system for one): every worker binds it
+        sockets: list[Any] = [WorkerSocket(config.host, claim.getsockname()[1])]
+    else:
+        claim = config.bind_socket()
+        sockets = [claim]
+    with claim:
+        supervisor = Multiprocess(config, sockets=sockets)
+        supervisor.run()
     if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
         raise SystemExit(STARTUP_FAILURE)  # a worker could not start: the log says why
 
