@@ -26,14 +26,13 @@ import argparse
 import base64
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from baked_default import TEMPLATE, bake_default
+from peerlib import in_workdir, span
 
 PEER = TEMPLATE / "scripts" / "litserve_peer.py"
 
@@ -90,14 +89,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=TEMPLATE / "bench-results")
     parser.add_argument("--keep", action="store_true", help="keep the baked project")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-peers-"))
-    try:
-        return run(args, workdir)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return in_workdir("bench-peers-", args.keep, lambda workdir: run(args, workdir))
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
@@ -153,15 +145,6 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                     )
     report(results, machine, args.out)
     return 0
-
-
-def span(values: list[float], digits: int = 0) -> str:
-    low, high = min(values), max(values)
-    return (
-        f"{low:,.{digits}f}"
-        if round(low, digits) == round(high, digits)
-        else f"{low:,.{digits}f}-{high:,.{digits}f}"
-    )
 
 
 def report(

@@ -30,15 +30,14 @@ import base64
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from cookiecutter.main import cookiecutter
+from peerlib import in_workdir, span
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 BACKENDS = ("torch", "onnxruntime")
@@ -115,14 +114,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=TEMPLATE / "bench-results")
     parser.add_argument("--keep", action="store_true", help="keep the baked projects")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-peers-embeddings-"))
-    try:
-        return run(args, workdir)
-    finally:
-        if args.keep:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+    return in_workdir("bench-peers-embeddings-", args.keep, lambda workdir: run(args, workdir))
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
@@ -202,15 +194,6 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
                 raise SystemExit(f"{server} and {names[0]} disagree: cosines {cosine}")
     report(results, names, machine, args.out)
     return 0
-
-
-def span(values: list[float], digits: int = 0) -> str:
-    low, high = min(values), max(values)
-    return (
-        f"{low:,.{digits}f}"
-        if round(low, digits) == round(high, digits)
-        else f"{low:,.{digits}f}-{high:,.{digits}f}"
-    )
 
 
 def report(
