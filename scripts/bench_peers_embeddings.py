@@ -128,13 +128,17 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     loads = [tuple(int(n) for n in load.split("x")) for load in args.loads.split(",")]
     name = "all-MiniLM-L6-v2"
     servers: dict[str, Any] = {}
+    command = [sys.executable, "-m", "ai_service"]
     for backend, (project, model_path) in projects.items():
-        settings = {"MODEL_PATH": str(model_path), "MODEL_NAME": name, "LOG_LEVEL": "WARNING"}
-        settings["MAX_QUEUE_SIZE"] = "1024"
-        settings.update(setting.split("=", 1) for setting in args.setting)
-        command = [sys.executable, "-m", "ai_service"]
+        settings = {
+            "MODEL_PATH": str(model_path),
+            "MODEL_NAME": name,
+            "LOG_LEVEL": "WARNING",
+            "MAX_QUEUE_SIZE": "1024",
+            **dict(setting.split("=", 1) for setting in args.setting),
+        }
 
-        def start(log: Path, command=command, settings=settings, project=project) -> Any:
+        def start(log: Path, settings=settings, project=project) -> Any:
             return lib.spawned(command, settings, log, "/health/ready", root=project)
 
         servers[f"service {backend}"] = start
@@ -155,19 +159,15 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
     answers: dict[str, np.ndarray] = {}
     probe = bench.sentences(4, seed=1)
+    inputs = {per_request: bench.sentences(256 * per_request) for _, per_request in loads}
 
     async def measure(server: str, port: int, pid: int) -> None:
         target = lib.Target("127.0.0.1", port)
-        check = json.dumps({"model": name, "input": probe, "encoding_format": "base64"}).encode()
-        reply = await lib.one_reply(
-            target,
-            target.request("/v1/embeddings", check, {"Content-Type": "application/json"}),
-            f"{server}: the check request",
-        )
+        check = bench.embedding_requests(target, name, len(probe), probe)[0]
+        reply = await lib.one_reply(target, check, f"{server}: the check request")
         answers[server] = vectors(reply.body)
         for clients, per_request in loads:
-            inputs = bench.sentences(256 * per_request)
-            requests = bench.embedding_requests(target, name, per_request, inputs)
+            requests = bench.embedding_requests(target, name, per_request, inputs[per_request])
             load = await lib.closed_loop(target, requests, clients, args.duration, server_pid=pid)
             if set(load.statuses) != {200}:
                 print(f"warning: {server} at {clients}x{per_request}: {load.statuses}")

@@ -395,11 +395,8 @@ def socket_owners(parent: int, inodes: set[int]) -> dict[int, int]:
         with contextlib.suppress(OSError):
             if int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1]) != parent:
                 continue
-            held = {
-                int(link.readlink().name[8:-1])
-                for link in (proc / "fd").iterdir()
-                if link.readlink().name.startswith("socket:[")
-            }
+            targets = [link.readlink().name for link in (proc / "fd").iterdir()]
+            held = {int(name[8:-1]) for name in targets if name.startswith("socket:[")}
             owners[int(proc.name)] = len(held & inodes)
     return {pid: count for pid, count in owners.items() if count}
 
