@@ -434,7 +434,8 @@ def test_connections_opened_at_once_are_spread_over_the_workers(model_path: Path
         owners = run_async(scenario())
     finally:
         process.terminate()
-        process.communicate(timeout=60)
+        output = process.communicate(timeout=60)[0]
+    assert f"listening on http://127.0.0.1:{port}, 2 worker processes" in output, output[-2000:]
     assert sum(owners.values()) == 16, owners
     assert len(owners) == 2, f"connections per worker: {owners}"
 

@@ -53,6 +53,7 @@ from pydantic import ValidationError
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
+from .logging_config import configure_logging
 from .main import create_app
 {%- if cookiecutter.monitoring == 'prometheus' %}
 from .metrics import shared_metrics_dir
@@ -159,6 +160,7 @@ def serve_workers(settings: Settings) -> None:
     here before any worker loads the model. Elsewhere SO_REUSEPORT does not spread
     connections, and the workers share one socket.
     """
+    configure_logging(settings)  # the supervisor's own lines: the address, restarted workers
     config = guarded_config(
         settings, f"{__package__}.main:create_app", factory=True, workers=settings.worker_processes
     )
@@ -169,7 +171,16 @@ def serve_workers(settings: Settings) -> None:
             logger.error("cannot bind %s:%s: %s", config.host, config.port, exc)
             raise SystemExit(STARTUP_FAILURE) from None
         # the port the claim got (PORT=0 asks the system for one): every worker binds it
-        sockets: list[Any] = [WorkerSocket(config.host, claim.getsockname()[1])]
+        port = claim.getsockname()[1]
+        sockets: list[Any] = [WorkerSocket(config.host, port)]
+        # what config.bind_socket() logs on the shared-socket path, where uvicorn binds
+        logger.info(
+            "listening on %s://%s:%d, %d worker processes (Press CTRL+C to quit)",
+            "https" if config.is_ssl else "http",
+            config.host,
+            port,
+            settings.worker_processes,
+        )
     else:
         claim = config.bind_socket()
         sockets = [claim]
