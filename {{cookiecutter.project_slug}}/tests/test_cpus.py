@@ -89,3 +89,16 @@ def test_the_settings_count_every_model_call_that_runs_at_once() -> None:
     assert derived.worker_processes == server_workers(0, True)
     assert Settings(_env_file=None, workers=0, device="cuda").worker_processes == 1
 {%- endif %}
+
+
+def test_compute_threads_are_shared_among_the_calls_that_compete_for_the_cpus() -> None:
+    from {{ cookiecutter.package_name }}.settings import Settings
+
+    settings = Settings(_env_file=None, workers=2)  # 2 calls at once, 1 in each process
+{%- if cookiecutter.backend == 'onnxruntime' and cookiecutter.workload != 'embeddings' %}
+    # onnxruntime's idle threads sleep: each process shares the CPUs among its own calls
+    assert settings.calls_sharing_cpus == settings.model_calls_per_process
+{%- else %}
+    # torch's threads spin, and embeddings batches keep every thread busy: all calls share
+    assert settings.calls_sharing_cpus == settings.parallel_model_calls
+{%- endif %}

@@ -186,7 +186,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads one model call may use on the CPU; 0: the CPUs this process may "
         "use (its affinity, capped by the container's CPU quota) shared out among the model "
-{%- if cookiecutter.backend == 'onnxruntime' %}
+{%- if cookiecutter.backend == 'onnxruntime' and cookiecutter.workload == 'embeddings' %}
+        "calls that run at once (WORKERS, times MODEL_INSTANCES): under load every process "
+        "computes a large batch at once, and more threads than cores slow them all down "
+        "(a lone request would be faster with every core; see docs chapter 04).",
+{%- elif cookiecutter.backend == 'onnxruntime' %}
         "calls one process runs at once{{ '' if cookiecutter.workload == 'llm' else ' (MODEL_INSTANCES)' }}: onnxruntime's idle threads sleep, so "
         "the WORKERS processes need not split the cores, and a lone request gets them all.",
 {%- else %}
@@ -534,6 +538,15 @@ class Settings(BaseSettings):
     def parallel_model_calls(self) -> int:
         """Model calls that may run at once: MODEL_INSTANCES in each worker process."""
         return self.worker_processes * self.model_calls_per_process
+{%- endif %}
+
+    @property
+    def calls_sharing_cpus(self) -> int:
+        """The model calls INTRA_OP_THREADS=0 shares the usable CPUs among: see its description."""
+{%- if cookiecutter.backend == 'onnxruntime' and cookiecutter.workload != 'embeddings' %}
+        return self.model_calls_per_process
+{%- else %}
+        return self.parallel_model_calls
 {%- endif %}
 
 

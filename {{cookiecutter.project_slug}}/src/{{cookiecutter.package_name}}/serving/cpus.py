@@ -47,9 +47,8 @@ def usable_cpus(root: Path = CGROUP_ROOT) -> int:
 
 
 def compute_threads(intra_op_threads: int, parallel_calls: int, root: Path = CGROUP_ROOT) -> int:
-    """``INTRA_OP_THREADS``, or (0) the usable CPUs shared out among the model calls that
-    may run at once (``Settings.parallel_model_calls`` for torch, whose idle threads spin;
-    ``model_calls_per_process`` for onnxruntime, whose idle threads sleep), at least one each."""
+    """``INTRA_OP_THREADS``, or (0) the usable CPUs shared out among ``parallel_calls``
+    model calls (``Settings.calls_sharing_cpus``), at least one each."""
     if intra_op_threads:
         return intra_op_threads
     return max(1, usable_cpus(root) // parallel_calls)

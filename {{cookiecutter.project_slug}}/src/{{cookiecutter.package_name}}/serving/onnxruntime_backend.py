@@ -52,11 +52,17 @@ def providers_for(settings: Settings, device: Device) -> list[Any]:
 def session_options(settings: Settings) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Per process, not per machine: idle threads sleep (below), so the WORKERS processes
-    # share the cores through the OS; a lone request then computes on all of them (measured
-    # on 2 cores, 2 processes: 1 thread each cost 15% of the tensor req/s at concurrency 1).
+{%- if cookiecutter.workload == 'embeddings' %}
+    # Shared among every process's calls: under load each process computes a large batch,
+    # and two processes with a thread per core each slowed each other down (MiniLM, 2 cores,
+    # 16 clients x 16 sentences: 314 items/s at 1 thread, 260 at 2; one client: 82 vs 106).
+{%- else %}
+    # Per process: idle threads sleep (below), so the WORKERS processes share the cores
+    # through the OS; a lone request then computes on all of them (measured on 2 cores, 2
+    # processes: 1 thread each cost 15% of the tensor req/s at concurrency 1).
+{%- endif %}
     options.intra_op_num_threads = compute_threads(
-        settings.intra_op_threads, settings.model_calls_per_process
+        settings.intra_op_threads, settings.calls_sharing_cpus
     )
     options.inter_op_num_threads = 1
     # Idle intra-op threads sleep instead of spinning. Spinning saves microseconds

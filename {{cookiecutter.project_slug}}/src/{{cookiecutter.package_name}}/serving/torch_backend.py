@@ -23,7 +23,7 @@ def gpu_count() -> int:
 
 def set_compute_threads(settings: Settings) -> None:
     """torch's intra-op pool: INTRA_OP_THREADS, or the usable CPUs per parallel model call."""
-    threads = compute_threads(settings.intra_op_threads, settings.parallel_model_calls)
+    threads = compute_threads(settings.intra_op_threads, settings.calls_sharing_cpus)
     torch.set_num_threads(threads)
 
 
