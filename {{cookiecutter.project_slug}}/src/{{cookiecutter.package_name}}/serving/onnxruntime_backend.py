@@ -55,7 +55,8 @@ def session_options(settings: Settings) -> ort.SessionOptions:
 {%- if cookiecutter.workload == 'embeddings' %}
     # Shared among every process's calls: under load each process computes a large batch,
     # and two processes with a thread per core each slowed each other down (MiniLM, 2 cores,
-    # 16 clients x 16 sentences: 314 items/s at 1 thread, 260 at 2; one client: 82 vs 106).
+    # 2 workers, 16 clients x 16 sentences: 340-344 items/s at 1 thread, 292-300 at 2; one
+    # client: 117-123 vs 128-131; docs chapter 04).
 {%- else %}
     # Per process: idle threads sleep (below), so the WORKERS processes share the cores
     # through the OS; a lone request then computes on all of them (measured on 2 cores, 2
