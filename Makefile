@@ -2,12 +2,12 @@
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# pytest-xdist workers: one more than the CPUs this process may use. A generated suite spends
-# part of its run asleep (timeouts, servers starting and draining), and the extra worker fills
-# those gaps; measured on 2 cores, one slice of the matrix (SELECT="onnxruntime and cpu and
-# dynamic", 8 suites): 355 s with 2 workers, 287 s with 3, 349 s with 4 (the slice's longest
-# suite started last). Override with JOBS=N.
-JOBS ?= $(shell echo $$(( $$(nproc) + 1 )))
+# pytest-xdist workers. More than the cores loses: on 2 cores, 3 workers ran an
+# onnxruntime-only slice (SELECT="onnxruntime and cpu and dynamic") in 287 s against 355 s
+# with 2, but the whole matrix (make test on a fresh clone) in 36 min against 22-23, with
+# user+sys CPU 66 min against 36: three suites on two cores cost more CPU, not less (likely
+# the torch suites' spinning OpenMP threads and the suites' memory traffic; not profiled).
+JOBS ?= 2
 # Let Python cache bytecode, and pytest its assertion-rewritten plugin modules: the matrix
 # starts about a hundred pytest processes over the same packages, and with this set (some
 # CI images set it) each one recompiles them (measured: 8.4 s vs 5.9 s to collect a suite).
